@@ -1,0 +1,65 @@
+"""The two interfaces of the ASR stage: a model backend and a streaming policy over it.
+
+A new backend or policy is one file implementing one of these.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+import numpy as np
+
+from whisperlivekit.messages import PolicyOutput, Word
+
+
+class ASRBackend(ABC):
+    """A loaded model that transcribes a buffer of audio. Shared by all sessions; stateless."""
+
+    sample_rate = 16000
+    multilingual: bool
+
+    @abstractmethod
+    def transcribe(self, audio: np.ndarray, *, prompt: str = "", language: str | None = None) -> list[Word]:
+        """Words of `audio` with times relative to its first sample."""
+
+    @abstractmethod
+    def detect_language(self, audio: np.ndarray) -> tuple[str, float]:
+        """Most likely language code of `audio` and its probability."""
+
+    def warmup(self) -> None:
+        """Run once on silence so the first real request does not pay for lazy initialisation."""
+        self.transcribe(np.zeros(self.sample_rate, dtype=np.float32), language="en")
+
+
+class StreamingPolicy(ABC):
+    """Per-session state that turns a growing audio buffer into committed words.
+
+    Called from a worker thread, one call at a time per session.
+    """
+
+    @abstractmethod
+    def insert_audio(self, samples: np.ndarray, start: float) -> None:
+        """Append speech that starts at stream time `start` (contiguous within one utterance)."""
+
+    @abstractmethod
+    def process(self) -> PolicyOutput:
+        """Run the model on what is buffered and say what is now committed."""
+
+    @abstractmethod
+    def finish(self) -> PolicyOutput:
+        """The utterance ended: commit everything still tentative and forget the audio."""
+
+    @property
+    @abstractmethod
+    def pending_seconds(self) -> float:
+        """Seconds of audio inserted since the last `process`."""
+
+    @property
+    @abstractmethod
+    def buffered_seconds(self) -> float:
+        """Seconds of audio the policy is holding."""
+
+
+def words_text(words: Sequence[Word]) -> str:
+    return "".join(w.text for w in words).strip()

@@ -1,0 +1,172 @@
+"""LocalAgreement-2 (Macháček et al., 2023, "Turning Whisper into Real-Time Transcription System").
+
+The whole audio buffer is transcribed at every update; a word is committed once two consecutive
+hypotheses agree on it. Committed text leaves the buffer when it grows past a limit and is then
+given to the model as its prompt, so context survives the cut.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+
+from whisperlivekit.asr.base import ASRBackend, StreamingPolicy, words_text
+from whisperlivekit.messages import PolicyOutput, Word
+
+SAMPLE_RATE = 16000
+MAX_BUFFER_SECONDS = 28.0  # Whisper sees at most 30 s; keep room for the tail padding
+PROMPT_CHARS = 200
+MAX_OVERLAP_WORDS = 5
+LANGUAGE_DETECTION_SECONDS = 1.0
+_SENTENCE_END = re.compile(r"[.!?。！？]['\")\]]*$")
+_NOT_WORD = re.compile(r"[^\w']+")
+
+
+def _key(word: Word) -> str:
+    """Two hypotheses agree on a word despite case or punctuation changes."""
+    return _NOT_WORD.sub("", word.text.casefold())
+
+
+class HypothesisBuffer:
+    """Commits the longest common prefix of consecutive hypotheses."""
+
+    def __init__(self) -> None:
+        self.committed: list[Word] = []  # committed words whose audio is still in the buffer
+        self.previous: list[Word] = []  # the last hypothesis after the committed point
+        self.last_committed_end = 0.0
+
+    def agree(self, hypothesis: Sequence[Word]) -> list[Word]:
+        new = self._after_committed(hypothesis)
+        agreed: list[Word] = []
+        for word, before in zip(new, self.previous):
+            if _key(word) != _key(before):
+                break
+            agreed.append(word)
+        self.previous = new[len(agreed) :]
+        self._commit(agreed)
+        return agreed
+
+    def commit_all(self, hypothesis: Sequence[Word] | None = None) -> list[Word]:
+        """Commit a whole hypothesis (or the last one) without waiting for agreement."""
+        words = self._after_committed(hypothesis) if hypothesis is not None else self.previous
+        self.previous = []
+        self._commit(words)
+        return words
+
+    def forget_before(self, time: float) -> None:
+        self.committed = [w for w in self.committed if w.end > time]
+
+    def _commit(self, words: list[Word]) -> None:
+        if words:
+            self.committed.extend(words)
+            self.last_committed_end = words[-1].end
+
+    def _after_committed(self, hypothesis: Sequence[Word]) -> list[Word]:
+        # Alignment times jitter by a frame or two between updates; 0.1 s absorbs it.
+        new = [w for w in hypothesis if w.start > self.last_committed_end - 0.1]
+        if not new or abs(new[0].start - self.last_committed_end) > 1.0:
+            return new
+        # The hypothesis may repeat the last committed words: drop the longest such n-gram.
+        committed_keys = [_key(w) for w in self.committed[-MAX_OVERLAP_WORDS:]]
+        for n in range(min(len(committed_keys), len(new)), 0, -1):
+            if committed_keys[-n:] == [_key(w) for w in new[:n]]:
+                return new[n:]
+        return new
+
+
+class LocalAgreementPolicy(StreamingPolicy):
+    def __init__(
+        self,
+        backend: ASRBackend,
+        *,
+        language: str | None = None,
+        init_prompt: str | None = None,
+        buffer_trimming: Literal["segment", "sentence"] = "segment",
+        buffer_trimming_sec: float = 15.0,
+    ) -> None:
+        self.backend = backend
+        self.language = None if language in (None, "", "auto") else language
+        self.detect_language = self.language is None and backend.multilingual
+        self.buffer_trimming = buffer_trimming
+        self.buffer_trimming_sec = min(buffer_trimming_sec, MAX_BUFFER_SECONDS)
+        self.hypothesis = HypothesisBuffer()
+        self.audio = np.zeros(0, dtype=np.float32)
+        self.buffer_start = 0.0
+        self.context = (init_prompt or "").strip()  # committed text that has left the buffer
+        self.detected_language: str | None = None
+        self._pending_samples = 0
+
+    @property
+    def pending_seconds(self) -> float:
+        return self._pending_samples / SAMPLE_RATE
+
+    @property
+    def buffered_seconds(self) -> float:
+        return len(self.audio) / SAMPLE_RATE
+
+    def insert_audio(self, samples: np.ndarray, start: float) -> None:
+        if not len(self.audio):
+            self.buffer_start = start
+        self.audio = np.concatenate([self.audio, samples.astype(np.float32, copy=False)])
+        self._pending_samples += len(samples)
+
+    def process(self) -> PolicyOutput:
+        committed = self.hypothesis.agree(self._transcribe())
+        self._trim()
+        return PolicyOutput(tuple(committed), tuple(self.hypothesis.previous))
+
+    def finish(self) -> PolicyOutput:
+        latest = self._transcribe(final=True) if self._pending_samples else None
+        committed = self.hypothesis.commit_all(latest)
+        self._move_to_context(self.hypothesis.committed)
+        self.hypothesis.committed = []
+        self.audio = self.audio[:0]
+        return PolicyOutput(tuple(committed), ())
+
+    def _transcribe(self, final: bool = False) -> list[Word]:
+        self._pending_samples = 0
+        if self.detect_language and (final or self.buffered_seconds >= LANGUAGE_DETECTION_SECONDS):
+            self.language, _ = self.backend.detect_language(self.audio)
+            self.detected_language = self.language
+            self.detect_language = False
+        if self.detect_language:
+            return []  # wait for enough audio to tell the language
+        words = self.backend.transcribe(self.audio, prompt=self._prompt(), language=self.language)
+        return [w.shifted(self.buffer_start) for w in words]
+
+    def _prompt(self) -> str:
+        return self.context[-PROMPT_CHARS:]
+
+    def _trim(self) -> None:
+        """Cut the buffer at a committed point once it is longer than the trimming limit."""
+        if self.buffered_seconds <= self.buffer_trimming_sec:
+            return
+        committed = self.hypothesis.committed
+        cut_index = len(committed) - 1
+        if self.buffer_trimming == "sentence":
+            ends = [i for i, w in enumerate(committed) if _SENTENCE_END.search(w.text)]
+            # Past the hard limit a mid-sentence cut beats losing the start of the audio.
+            if ends or self.buffered_seconds < MAX_BUFFER_SECONDS:
+                cut_index = ends[-1] if ends else -1
+        if cut_index >= 0:
+            self._cut(committed[cut_index].end)
+            self._move_to_context(committed[: cut_index + 1])
+            self.hypothesis.forget_before(committed[cut_index].end)
+        elif self.buffered_seconds > MAX_BUFFER_SECONDS:
+            # Nothing committed in 28 s of "speech": it is noise to the model; keep the recent part.
+            self._cut(self.buffer_start + self.buffered_seconds - self.buffer_trimming_sec)
+
+    def _cut(self, time: float) -> None:
+        samples = int(round((time - self.buffer_start) * SAMPLE_RATE))
+        if samples <= 0:
+            return
+        self.audio = self.audio[samples:]
+        self.buffer_start += samples / SAMPLE_RATE
+
+    def _move_to_context(self, words: Sequence[Word]) -> None:
+        text = words_text(words)
+        if text:
+            self.context = f"{self.context} {text}".strip()[-4 * PROMPT_CHARS :]

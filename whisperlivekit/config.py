@@ -1,0 +1,125 @@
+"""One configuration object for the engine, the server and the CLI.
+
+Every option is a field of `Config`; `add_config_arguments` generates the argparse flags from the
+fields, so a new option is one line here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args, get_type_hints
+
+
+def opt(default: Any, help: str, *flags: str, choices: tuple[str, ...] | None = None) -> Any:
+    """A config field with its CLI help; extra flags are aliases (e.g. --lan)."""
+    return field(default=default, metadata={"help": help, "flags": flags, "choices": choices})
+
+
+@dataclass
+class Config:
+    # Server
+    host: str = opt("localhost", "Interface to listen on.")
+    port: int = opt(8000, "Port to listen on.")
+    pcm_input: bool = opt(
+        False,
+        "Clients send raw PCM s16le 16 kHz mono (the page then uses an AudioWorklet) "
+        "instead of compressed audio (WebM/Opus, Ogg, MP3...) decoded with PyAV.",
+    )
+
+    # Model
+    model: str = opt("tiny.en", "Whisper model name (tiny.en, base, small, ...).", "--model-size")
+    model_path: str | None = opt(
+        None, "Explicit model: a CTranslate2 directory or an openai-style .pt file.", "--model-dir"
+    )
+    model_cache_dir: str | None = opt(None, "Where joined/downloaded weights are kept (default: user cache).")
+    language: str = opt("auto", "Source language code, or 'auto' to detect once per session.", "--lan")
+    task: Literal["transcribe", "translate"] = opt("transcribe", "Whisper task.")
+    device: str = opt("auto", "Inference device: auto, cpu or cuda.")
+    compute_type: str = opt("int8", "CTranslate2 compute type (int8, float16, float32, int8_float16...).")
+    threads: int = opt(0, "CPU threads per model call (0: all cores).")
+
+    # Streaming policy
+    backend_policy: Literal["localagreement"] = opt(
+        "localagreement", "Streaming policy.", "--policy", choices=("localagreement",)
+    )
+    min_chunk_size: float = opt(
+        1.0, "Seconds of new audio to gather before the next model update.", "--min-chunk"
+    )
+    buffer_trimming: Literal["segment", "sentence"] = opt(
+        "segment", "Where the audio buffer is cut once it is too long.", choices=("segment", "sentence")
+    )
+    buffer_trimming_sec: float = opt(15.0, "Audio buffer length (s) past which it is trimmed.")
+    init_prompt: str | None = opt(None, "Text given to the model as if it had been said before.")
+    beams: int = opt(1, "Beam size (1: greedy).")
+
+    # Voice activity detection
+    vac: bool = opt(True, "Voice activity detection: silence is not transcribed.")
+    vac_chunk_size: float = opt(0.04, "Seconds of audio per VAD step.")
+    min_silence_duration: float = opt(0.5, "Silence (s) that ends an utterance.")
+    silence_line_threshold: float = opt(2.0, "Pauses longer than this (s) become silence lines.")
+
+    # Logging
+    log_level: str = opt("INFO", "Logging level.", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+
+    def __post_init__(self) -> None:
+        if self.min_chunk_size <= 0:
+            raise ValueError("min_chunk_size must be > 0")
+        if self.beams < 1:
+            raise ValueError("beams must be >= 1")
+
+    @property
+    def cpu_threads(self) -> int:
+        return self.threads or os.cpu_count() or 1
+
+    @classmethod
+    def from_kwargs(cls, **kwargs: Any) -> Config:
+        """Build from keyword arguments, rejecting unknown names with a clear message."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(kwargs) - known)
+        if unknown:
+            raise TypeError(f"unknown option(s): {', '.join(unknown)}")
+        return cls(**kwargs)
+
+    def replace(self, **changes: Any) -> Config:
+        return dataclasses.replace(self, **changes)
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one flag per Config field: --field-name, --no-field-name for booleans."""
+    hints = get_type_hints(Config)
+    for f in dataclasses.fields(Config):
+        flag = "--" + f.name.replace("_", "-")
+        meta = f.metadata
+        names = [flag, *meta.get("flags", ())]
+        kind = hints[f.name]
+        if kind is bool:
+            parser.add_argument(
+                *names, dest=f.name, action=argparse.BooleanOptionalAction, default=f.default,
+                help=meta["help"],
+            )
+            continue
+        choices = meta.get("choices") or _literal_choices(kind)
+        parser.add_argument(
+            *names, dest=f.name, type=_scalar_type(kind), default=f.default, choices=choices,
+            help=f"{meta['help']} (default: {f.default})",
+        )
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)}
+    return Config(**values)
+
+
+def _literal_choices(kind: Any) -> tuple[str, ...] | None:
+    args = get_args(kind)
+    return args if args and all(isinstance(a, str) for a in args) else None
+
+
+def _scalar_type(kind: Any) -> type:
+    for candidate in (int, float):
+        if kind is candidate:
+            return candidate
+    return str
