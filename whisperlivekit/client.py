@@ -214,8 +214,8 @@ async def stream_audio(
                 if finished.is_set():
                     break  # error or close: stop sending
                 delay = t0 + k * interval - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
+                # sleep(0) when behind: the receiver must still timestamp replies promptly
+                await asyncio.sleep(max(delay, 0.0))
                 result.max_send_lag_s = max(result.max_send_lag_s, -delay)
                 if chunk:  # an empty frame would mean end of audio
                     await ws.send(chunk)

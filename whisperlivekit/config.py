@@ -97,13 +97,20 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         kind = hints[f.name]
         if kind is bool:
             parser.add_argument(
-                *names, dest=f.name, action=argparse.BooleanOptionalAction, default=f.default,
+                *names,
+                dest=f.name,
+                action=argparse.BooleanOptionalAction,
+                default=f.default,
                 help=meta["help"],
             )
             continue
         choices = meta.get("choices") or _literal_choices(kind)
         parser.add_argument(
-            *names, dest=f.name, type=_scalar_type(kind), default=f.default, choices=choices,
+            *names,
+            dest=f.name,
+            type=_scalar_type(kind),
+            default=f.default,
+            choices=choices,
             help=f"{meta['help']} (default: {f.default})",
         )
 

@@ -6,7 +6,7 @@ A new backend or policy is one file implementing one of these.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -22,6 +22,12 @@ class ASRBackend(ABC):
     @abstractmethod
     def transcribe(self, audio: np.ndarray, *, prompt: str = "", language: str | None = None) -> list[Word]:
         """Words of `audio` with times relative to its first sample."""
+
+    @abstractmethod
+    def transcribe_file(
+        self, audio: np.ndarray, *, language: str | None = None, vad_filter: bool = True
+    ) -> Iterator[Word]:
+        """Offline transcription of a whole recording of any length."""
 
     @abstractmethod
     def detect_language(self, audio: np.ndarray) -> tuple[str, float]:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import logging
 import zlib
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -20,7 +21,7 @@ from whisperlivekit.asr.base import ASRBackend
 from whisperlivekit.messages import Word
 
 if TYPE_CHECKING:
-    import ctranslate2
+    from ctranslate2 import StorageView
     from faster_whisper.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
@@ -28,16 +29,37 @@ logger = logging.getLogger(__name__)
 HOP_LENGTH = 160  # samples per mel frame
 FRAMES_PER_SECOND = 16000 // HOP_LENGTH
 MAX_FRAMES = 3000  # the encoder's positional embedding covers 30 s
-# Without any trailing silence Whisper loops on the last words of an unpadded buffer. On 100
-# Hi-Fi TTS utterances in ~11 s buffers (tiny.en int8) WER was 23% unpadded, 7.2% with 1 s of
-# zeros and 7.8% with the full 30 s, at half the cost of the latter.
+# The encoder sees only the audio we have plus some silence, not 30 s of padding. Whisper needs
+# both: without trailing silence it loops on the last words, and on a short window it garbles
+# everything. Measured with tiny.en int8 (WER; encode+decode time per buffer):
+#   60 single Hi-Fi TTS utterances (1.5-5 s): window 5 s 29%, 10 s 8.8%, 15 s 6.3%, 30 s 7.3%
+#   10 buffers of ~11 s: +0 s 23%, +1 s 7.2%, 30 s 7.8% (at twice the cost)
+MIN_WINDOW = 15 * 16000
 TAIL_PADDING = 16000
+MAX_WINDOW = MAX_FRAMES * HOP_LENGTH
 MAX_TOKENS = 448
 PROMPT_TOKENS = MAX_TOKENS // 2 - 1
 # A hypothesis this compressible is a repetition loop, not speech (Whisper's own threshold).
 MAX_COMPRESSION_RATIO = 2.4
 NO_SPEECH_THRESHOLD = 0.6
 LOGPROB_THRESHOLD = -1.0
+END_MARGIN = 0.05
+
+
+class Decoded(NamedTuple):
+    tokens: list[int]
+    avg_logprob: float
+    no_speech_prob: float
+
+    def plausible(self, tokenizer: Tokenizer) -> bool:
+        return self.avg_logprob >= LOGPROB_THRESHOLD and not self.is_loop(tokenizer)
+
+    def is_silence(self) -> bool:
+        return self.no_speech_prob > NO_SPEECH_THRESHOLD and self.avg_logprob < LOGPROB_THRESHOLD
+
+    def is_loop(self, tokenizer: Tokenizer) -> bool:
+        text = tokenizer.decode(self.tokens).encode()
+        return len(text) > 40 and len(text) / len(zlib.compress(text)) > MAX_COMPRESSION_RATIO
 
 
 class FasterWhisperBackend(ASRBackend):
@@ -70,15 +92,15 @@ class FasterWhisperBackend(ASRBackend):
             language = "en"
         return Tokenizer(self.model.hf_tokenizer, self.multilingual, task=self.task, language=language)
 
-    def encode(self, audio: np.ndarray, pad_to_30s: bool) -> tuple[ctranslate2.StorageView, int]:
+    def encode(self, audio: np.ndarray, pad_to_30s: bool) -> tuple[StorageView, int]:
         """Encoder output and the number of mel frames that hold audio."""
         from faster_whisper.transcribe import get_ctranslate2_storage
 
         num_frames = min(len(audio) // HOP_LENGTH, MAX_FRAMES)
-        padding = MAX_FRAMES * HOP_LENGTH if pad_to_30s else TAIL_PADDING
+        window = MAX_WINDOW if pad_to_30s else max(MIN_WINDOW, len(audio) + TAIL_PADDING)
+        padding = max(0, window - len(audio))
         features = self.model.feature_extractor(np.pad(audio, (0, padding)), padding=0)
-        target = MAX_FRAMES if pad_to_30s else min(MAX_FRAMES, features.shape[-1] & ~1)  # conv stride 2
-        features = features[:, :target]
+        features = features[:, : min(MAX_FRAMES, features.shape[-1] & ~1)]  # even: the conv stride is 2
         storage = get_ctranslate2_storage(np.ascontiguousarray(features[None], dtype=np.float32))
         return self.model.model.encode(storage, to_cpu=False), num_frames
 
@@ -94,50 +116,66 @@ class FasterWhisperBackend(ASRBackend):
             return []
         tokenizer = self.tokenizer(language)
         encoder_output, num_frames = self.encode(audio, self.pad_to_30s)
-        previous = tokenizer.encode(" " + prompt.strip())[-PROMPT_TOKENS:] if prompt.strip() else None
-        prompt_tokens = self.model.get_prompt(tokenizer, previous, without_timestamps=True)
         # Bounding the output by the audio length cuts off runaway repetition loops early.
         max_new = 10 + int(8 * len(audio) / self.sample_rate)
+        previous = tokenizer.encode(" " + prompt.strip())[-PROMPT_TOKENS:] if prompt.strip() else None
+        decoded = self._generate(tokenizer, encoder_output, previous, max_new)
+        if previous and not decoded.plausible(tokenizer):
+            # A prompt sometimes derails the decoder (it skips words it believes were said).
+            retry = self._generate(tokenizer, encoder_output, None, max_new)
+            decoded = max(decoded, retry, key=lambda d: d.avg_logprob)
+        if not decoded.tokens or decoded.is_silence() or decoded.is_loop(tokenizer):
+            return []
+        return self._words(tokenizer, decoded.tokens, encoder_output, num_frames)
+
+    def _generate(
+        self, tokenizer: Tokenizer, encoder_output: StorageView, previous: list[int] | None, max_new: int
+    ) -> Decoded:
+        from faster_whisper.transcribe import get_suppressed_tokens
+
+        prompt = self.model.get_prompt(tokenizer, previous, without_timestamps=True)
         result = self.model.model.generate(
             encoder_output,
-            [prompt_tokens],
+            [prompt],
             beam_size=self.beams,
-            max_length=min(MAX_TOKENS, len(prompt_tokens) + max_new),
+            max_length=min(MAX_TOKENS, len(prompt) + max_new),
             suppress_blank=True,
-            suppress_tokens=self._suppressed_tokens(tokenizer),
+            suppress_tokens=list(get_suppressed_tokens(tokenizer, [-1])),
             return_scores=True,
             return_no_speech_prob=True,
         )[0]
         tokens = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
-        if not tokens or self._is_hallucination(tokenizer, tokens, result.scores[0], result.no_speech_prob):
-            return []
-        return self._words(tokenizer, tokens, encoder_output, num_frames)
-
-    def _suppressed_tokens(self, tokenizer: Tokenizer) -> list[int]:
-        from faster_whisper.transcribe import get_suppressed_tokens
-
-        return list(get_suppressed_tokens(tokenizer, [-1]))
-
-    @staticmethod
-    def _is_hallucination(
-        tokenizer: Tokenizer, tokens: list[int], score: float, no_speech_prob: float
-    ) -> bool:
-        avg_logprob = score * len(tokens) / (len(tokens) + 1)  # CT2 normalises by length
-        if no_speech_prob > NO_SPEECH_THRESHOLD and avg_logprob < LOGPROB_THRESHOLD:
-            return True
-        text = tokenizer.decode(tokens).encode()
-        return len(text) > 40 and len(text) / len(zlib.compress(text)) > MAX_COMPRESSION_RATIO
+        # CTranslate2 scores are normalised by length; Whisper's avg_logprob counts the EOT too.
+        avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
+        return Decoded(tokens, avg_logprob, result.no_speech_prob)
 
     def _words(
-        self, tokenizer: Tokenizer, tokens: list[int], encoder_output: ctranslate2.StorageView, num_frames: int
+        self, tokenizer: Tokenizer, tokens: list[int], encoder_output: StorageView, num_frames: int
     ) -> list[Word]:
         from faster_whisper.transcribe import merge_punctuations
 
         alignment = self.model.find_alignment(tokenizer, [tokens], encoder_output, num_frames)[0]
         merge_punctuations(alignment, "\"'“¿([{-", "\"'.。,，!！?？:：”)]}、")
         duration = num_frames / FRAMES_PER_SECOND
+        # Words aligned to the very end of the audio have none of it: a loop the decoder ran into.
         return [
-            Word(w["word"], float(min(w["start"], duration)), float(min(w["end"], duration)), float(w["probability"]))
+            Word(w["word"], float(w["start"]), float(min(w["end"], duration)), float(w["probability"]))
             for w in alignment
-            if w["word"]
+            if w["word"] and w["start"] < duration - END_MARGIN
         ]
+
+    def transcribe_file(
+        self, audio: np.ndarray, *, language: str | None = None, vad_filter: bool = True
+    ) -> Iterator[Word]:
+        """Offline transcription of a whole recording (30 s windows, conditioned on the past)."""
+        segments, _ = self.model.transcribe(
+            audio,
+            language=language if self.multilingual else "en",
+            task=self.task,
+            beam_size=self.beams,
+            word_timestamps=True,
+            vad_filter=vad_filter,
+        )
+        for segment in segments:
+            for word in segment.words or ():
+                yield Word(word.word, word.start, word.end, word.probability)

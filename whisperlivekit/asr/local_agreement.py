@@ -41,7 +41,7 @@ class HypothesisBuffer:
     def agree(self, hypothesis: Sequence[Word]) -> list[Word]:
         new = self._after_committed(hypothesis)
         agreed: list[Word] = []
-        for word, before in zip(new, self.previous):
+        for word, before in zip(new, self.previous, strict=False):
             if _key(word) != _key(before):
                 break
             agreed.append(word)
@@ -160,7 +160,7 @@ class LocalAgreementPolicy(StreamingPolicy):
             self._cut(self.buffer_start + self.buffered_seconds - self.buffer_trimming_sec)
 
     def _cut(self, time: float) -> None:
-        samples = int(round((time - self.buffer_start) * SAMPLE_RATE))
+        samples = round((time - self.buffer_start) * SAMPLE_RATE)
         if samples <= 0:
             return
         self.audio = self.audio[samples:]

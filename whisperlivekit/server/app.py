@@ -1,0 +1,149 @@
+"""The ASGI app: WebSocket `/asr`, `GET /health`, and the browser page at `/`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import TYPE_CHECKING
+
+from fastapi import FastAPI, WebSocket, WebSocketDisconnect
+from fastapi.responses import HTMLResponse, JSONResponse
+
+from whisperlivekit.session import AudioProcessor
+
+if TYPE_CHECKING:
+    from whisperlivekit.config import Config
+    from whisperlivekit.engine import TranscriptionEngine
+
+logger = logging.getLogger(__name__)
+
+# WebSocket close codes (RFC 6455).
+CLOSE_NORMAL = 1000
+CLOSE_UNSUPPORTED_DATA = 1003
+CLOSE_INVALID_PAYLOAD = 1007
+CLOSE_INTERNAL_ERROR = 1011
+
+
+def create_app(engine: TranscriptionEngine | None = None, config: Config | None = None) -> FastAPI:
+    """An app around `engine`, or around an engine built from `config` at start-up."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if app.state.engine is None:
+            from whisperlivekit.engine import TranscriptionEngine
+
+            # Loading takes seconds: do it off the loop so /health answers meanwhile.
+            app.state.engine = await asyncio.to_thread(TranscriptionEngine, config)
+        yield
+        app.state.engine.close()
+
+    app = FastAPI(title="WhisperLiveKit", lifespan=lifespan)
+    app.state.engine = engine
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        current: TranscriptionEngine | None = app.state.engine
+        if current is None or not current.ready:
+            return JSONResponse({"status": "loading", "models_loaded": False}, status_code=503)
+        files = current.model_files
+        return JSONResponse(
+            {
+                "status": "ok",
+                "models_loaded": True,
+                "model": current.config.model,
+                "model_source": files.source if files else None,
+                "policy": current.config.backend_policy,
+                "pcm_input": current.config.pcm_input,
+            }
+        )
+
+    @app.get("/")
+    async def page() -> HTMLResponse:
+        html = resources.files("whisperlivekit.web").joinpath("index.html").read_text(encoding="utf-8")
+        return HTMLResponse(html)
+
+    @app.websocket("/asr")
+    async def asr(websocket: WebSocket) -> None:
+        await websocket.accept()
+        current: TranscriptionEngine | None = app.state.engine
+        if current is None:
+            await _refuse(websocket, "the server is still loading its models", CLOSE_INTERNAL_ERROR)
+            return
+        await run_session(websocket, current)
+
+    return app
+
+
+async def run_session(websocket: WebSocket, engine: TranscriptionEngine) -> None:
+    """Pump one client's audio into an AudioProcessor and its updates back out."""
+    params = websocket.query_params
+    processor = AudioProcessor(
+        engine, language=params.get("language"), target_language=params.get("target_language")
+    )
+    await websocket.send_json({"type": "config", "useAudioWorklet": processor.pcm_input})
+    if processor.target_language:
+        await websocket.send_json(
+            {"type": "warning", "warning": "translation is not available on this server yet"}
+        )
+    updates = await processor.create_tasks()
+    sender = asyncio.create_task(_send_updates(websocket, updates))
+    try:
+        while not sender.done():
+            receiving = asyncio.ensure_future(websocket.receive())
+            done, _ = await asyncio.wait({receiving, sender}, return_when=asyncio.FIRST_COMPLETED)
+            if receiving not in done:
+                receiving.cancel()
+                break
+            message = receiving.result()
+            if message["type"] == "websocket.disconnect":
+                logger.info("client disconnected mid-stream")
+                break
+            if message.get("bytes") is not None:
+                await processor.process_audio(message["bytes"])
+            elif message.get("text") is not None:
+                await _on_text(websocket, processor, message["text"])
+        if sender.done() and sender.exception() is None:
+            code = CLOSE_INVALID_PAYLOAD if sender.result() else CLOSE_NORMAL
+            with contextlib.suppress(Exception):
+                await websocket.close(code)
+    except WebSocketDisconnect:
+        logger.info("client disconnected")
+    finally:
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await sender
+        await processor.cleanup()
+
+
+async def _send_updates(websocket: WebSocket, updates: AsyncIterator[dict]) -> bool:
+    """Forward updates until the session ends; True when it ended on an error."""
+    failed = False
+    async for update in updates:
+        failed = failed or update.get("type") == "error"
+        await websocket.send_json(update)
+    return failed
+
+
+async def _on_text(websocket: WebSocket, processor: AudioProcessor, text: str) -> None:
+    """Text frames are not audio; `{"type": "stop"}` is accepted as the end of the stream."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    if isinstance(data, dict) and data.get("type") == "stop":
+        await processor.process_audio(b"")
+        return
+    await websocket.send_json(
+        {"type": "warning", "warning": "text frames are ignored: send audio as binary frames"}
+    )
+
+
+async def _refuse(websocket: WebSocket, reason: str, code: int) -> None:
+    with contextlib.suppress(Exception):
+        await websocket.send_json({"type": "error", "error": reason})
+        await websocket.close(code)

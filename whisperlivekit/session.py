@@ -1,0 +1,235 @@
+"""`AudioProcessor`: one live session, from client bytes to transcript updates.
+
+Three asyncio tasks joined by queues of typed messages:
+    bytes -> decoder -> [_detect_speech: VAD] -> SpeechAudio | UtteranceEnd | Silence | EndOfStream
+          -> [_transcribe: policy on the engine's model thread] -> Transcript -> updates (dicts)
+Silence never reaches the model; an utterance end flushes the policy so its last words commit
+without waiting for more audio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from whisperlivekit.asr.base import words_text
+from whisperlivekit.audio.decoder import SAMPLE_RATE, AudioDecodeError, AudioDecoder, make_decoder
+from whisperlivekit.audio.vad import SpeechStart, VADEvent
+from whisperlivekit.messages import (
+    EndOfStream,
+    PipelineItem,
+    PolicyOutput,
+    Silence,
+    SpeechAudio,
+    UtteranceEnd,
+)
+from whisperlivekit.output.transcript import Transcript
+
+if TYPE_CHECKING:
+    from whisperlivekit.engine import TranscriptionEngine
+
+logger = logging.getLogger(__name__)
+
+PRE_ROLL_SAMPLES = SAMPLE_RATE  # audio kept before speech starts, for the VAD's start padding
+
+
+class AudioProcessor:
+    def __init__(
+        self,
+        engine: TranscriptionEngine,
+        *,
+        language: str | None = None,
+        target_language: str | None = None,
+        pcm_input: bool | None = None,
+    ) -> None:
+        cfg = engine.config
+        self.engine = engine
+        self.pcm_input = cfg.pcm_input if pcm_input is None else pcm_input
+        self.language = language or cfg.language
+        self.target_language = target_language or None
+        self.policy = engine.new_policy(self.language)
+        self.vad = engine.new_vad()
+        self.transcript = Transcript()
+        self._decoder: AudioDecoder | None = None
+        self._pipeline: asyncio.Queue[PipelineItem] = asyncio.Queue()
+        self._updates: asyncio.Queue[dict | None] = asyncio.Queue()
+        self._tasks: list[asyncio.Task] = []
+        self._tentative = ""
+        self._received_until = 0.0  # stream time of the last sample decoded
+        self._transcribed_until = 0.0  # stream time the model has caught up with
+        self._speech_seen = False
+        self._last_update: dict | None = None
+        self._closed = False
+
+    # -- public API -------------------------------------------------------------------------
+
+    async def create_tasks(self) -> AsyncIterator[dict]:
+        """Start the session; iterate the result for updates until `ready_to_stop`."""
+        self._decoder = make_decoder(self.pcm_input)
+        self._tasks = [
+            asyncio.create_task(self._guard(self._detect_speech), name="wlk-vad"),
+            asyncio.create_task(self._guard(self._transcribe), name="wlk-asr"),
+        ]
+        return self._results()
+
+    async def process_audio(self, data: bytes) -> None:
+        """Feed client bytes; empty bytes end the stream."""
+        if self._decoder is None:
+            raise RuntimeError("call create_tasks() first")
+        if self._closed:
+            return
+        if data:
+            self._decoder.feed(data)
+        else:
+            self._closed = True
+            self._decoder.close()
+
+    async def cleanup(self) -> None:
+        """Stop everything (client gone or session over). Safe to call twice."""
+        if self._decoder is not None:
+            self._decoder.close()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    # -- stages -------------------------------------------------------------------------------
+
+    async def _guard(self, stage: Callable[[], Any]) -> None:
+        """A failing stage ends the session with an error message, never the server."""
+        try:
+            await stage()
+        except asyncio.CancelledError:
+            raise
+        except AudioDecodeError as error:
+            logger.info("session audio rejected: %s", error)
+            self._fail(str(error))
+        except Exception as error:
+            logger.exception("session failed")
+            self._fail(f"internal error: {type(error).__name__}: {error}")
+
+    def _fail(self, message: str) -> None:
+        self._updates.put_nowait({"type": "error", "error": message})
+        self._updates.put_nowait(None)
+        for task in self._tasks:
+            if task is not asyncio.current_task():
+                task.cancel()
+
+    async def _detect_speech(self) -> None:
+        """Decoder -> VAD: forward speech with its stream time, turn pauses into messages."""
+        assert self._decoder is not None
+        put = self._pipeline.put_nowait
+        history = np.zeros(0, dtype=np.float32)
+        history_start = 0  # absolute index of history[0]
+        received = 0  # samples decoded so far
+        sent = 0  # samples forwarded to the ASR so far
+        speech_start: int | None = None
+        last_speech_end = 0
+
+        def forward(until: int) -> None:
+            nonlocal sent
+            if until > sent:
+                chunk = history[sent - history_start : until - history_start]
+                put(SpeechAudio(chunk.copy(), sent / SAMPLE_RATE))
+                sent = until
+
+        def silence(start: int, end: int) -> None:
+            if (end - start) / SAMPLE_RATE >= self.engine.config.silence_line_threshold:
+                put(Silence(start / SAMPLE_RATE, end / SAMPLE_RATE))
+
+        def handle(events: list[VADEvent]) -> None:
+            nonlocal speech_start, sent, last_speech_end
+            for event in events:
+                if isinstance(event, SpeechStart):
+                    silence(last_speech_end, event.sample)
+                    speech_start = sent = max(event.sample, history_start, last_speech_end)
+                else:
+                    forward(event.sample)
+                    put(UtteranceEnd(event.sample / SAMPLE_RATE))
+                    speech_start, last_speech_end = None, max(event.sample, sent)
+
+        async for chunk in self._decoder:
+            history = np.concatenate([history, chunk])
+            received += len(chunk)
+            self._received_until = received / SAMPLE_RATE
+            if self.vad is None:
+                forward(received)
+            else:
+                handle(self.vad.process(chunk))
+                if speech_start is not None:
+                    forward(received)
+            keep_from = max(history_start, min(sent, received - PRE_ROLL_SAMPLES))
+            history, history_start = history[keep_from - history_start :], keep_from
+        if self.vad is not None:
+            handle(self.vad.flush())
+            silence(last_speech_end, received)
+        put(EndOfStream(received / SAMPLE_RATE))
+
+    async def _transcribe(self) -> None:
+        """Policy updates whenever enough new speech has arrived and the model is free."""
+        min_chunk = self.engine.config.min_chunk_size
+        while True:
+            items = [await self._pipeline.get()]
+            while not self._pipeline.empty():
+                items.append(self._pipeline.get_nowait())
+            for item in items:
+                if isinstance(item, SpeechAudio):
+                    self.policy.insert_audio(item.samples, item.start)
+                    self._speech_seen = True
+                elif isinstance(item, UtteranceEnd):
+                    await self._apply(self.policy.finish)
+                    self._transcribed_until = item.time
+                elif isinstance(item, Silence):
+                    self.transcript.add_silence(item.start, item.end)
+                    self._transcribed_until = item.end
+                    self._publish()
+                else:
+                    await self._apply(self.policy.finish)
+                    self._transcribed_until = item.time
+                    self._publish()
+                    self._updates.put_nowait({"type": "ready_to_stop"})
+                    self._updates.put_nowait(None)
+                    return
+            if self.policy.pending_seconds >= min_chunk:
+                await self._apply(self.policy.process)
+
+    async def _apply(self, step: Callable[[], PolicyOutput]) -> None:
+        target = self._received_until
+        output = await self.engine.run(step)
+        self._transcribed_until = max(self._transcribed_until, min(target, self._received_until))
+        language = getattr(self.policy, "detected_language", None)
+        self.transcript.add_words(output.committed, language=language)
+        self._tentative = words_text(output.tentative)
+        self._publish()
+
+    # -- output -------------------------------------------------------------------------------
+
+    def _publish(self) -> None:
+        update = self.snapshot()
+        comparable = {k: v for k, v in update.items() if not k.startswith("remaining_time")}
+        if comparable != self._last_update:
+            self._last_update = comparable
+            self._updates.put_nowait(update)
+
+    def snapshot(self) -> dict:
+        lag = max(0.0, self._received_until - self._transcribed_until)
+        return {
+            "type": "transcript",
+            "status": "active_transcription" if self._speech_seen else "no_audio_detected",
+            "lines": self.transcript.to_dicts(),
+            "buffer_transcription": self._tentative,
+            "buffer_diarization": "",
+            "buffer_translation": "",
+            "remaining_time_transcription": round(lag, 2),
+            "remaining_time_diarization": 0.0,
+        }
+
+    async def _results(self) -> AsyncIterator[dict]:
+        while (update := await self._updates.get()) is not None:
+            yield update
