@@ -37,8 +37,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--speed", type=float, default=1.0, help="pacing, x real time")
     p.add_argument("--chunk-ms", type=float, default=100.0)
     p.add_argument("--webm", action="store_true", help="send WebM/Opus instead of PCM s16le")
-    p.add_argument("--model-dir", help="CTranslate2 Whisper dir for alignment and offline WER "
-                                       "(default: packaged tiny.en)")
+    p.add_argument(
+        "--model-dir",
+        help="CTranslate2 Whisper dir for alignment and offline WER (default: packaged tiny.en)",
+    )
     p.add_argument("--model", help="model name resolved like the server does (e.g. base); --model-dir wins")
     p.add_argument("--compute-type", default="int8")
     p.add_argument("--threads", type=int, default=2)
@@ -70,8 +72,9 @@ async def sample_rss(pid: int, out: list[tuple[float, float]], t_start: float, p
         await asyncio.sleep(period)
 
 
-async def replay(args: argparse.Namespace, stream: LongStream,
-                 rss: list[tuple[float, float]]) -> tuple[StreamResult, float]:
+async def replay(
+    args: argparse.Namespace, stream: LongStream, rss: list[tuple[float, float]]
+) -> tuple[StreamResult, float]:
     """Stream and sample RSS meanwhile; returns the result and the monotonic start of the RSS clock."""
     t_start = time.monotonic()
     sampler = asyncio.create_task(sample_rss(args.server_pid, rss, t_start)) if args.server_pid else None
@@ -82,9 +85,15 @@ async def replay(args: argparse.Namespace, stream: LongStream,
             print(f"\r{m.t:7.1f}s  {tail} |{buffer_text(m.data)[-30:]}"[:120].ljust(120), end="", flush=True)
 
     try:
-        result = await stream_audio(args.url, stream.samples, chunk_s=args.chunk_ms / 1000, speed=args.speed,
-                                    pcm=not args.webm, on_message=show if args.verbose else None,
-                                    ready_timeout=args.ready_timeout)
+        result = await stream_audio(
+            args.url,
+            stream.samples,
+            chunk_s=args.chunk_ms / 1000,
+            speed=args.speed,
+            pcm=not args.webm,
+            on_message=show if args.verbose else None,
+            ready_timeout=args.ready_timeout,
+        )
     finally:
         if sampler:
             sampler.cancel()
@@ -112,16 +121,32 @@ def print_table(rep: StreamReport, offline_only: bool = False) -> None:
         ("set", f"{rep.name} ({rep.audio_duration_s:.1f} s audio, speed {rep.speed:g}x)"),
         ("offline WER", fmt(rep.offline_wer, pct=True) + f"  (RTF {fmt(rep.offline_rtf)})"),
     ]
-    rows += [] if offline_only else [
-        ("WER", fmt(rep.wer, pct=True) + f"  (S {rep.substitutions} D {rep.deletions} I {rep.insertions}"
-                                         f" / {rep.n_ref_words} words)"),
-        ("committed latency p50 / p90", f"{fmt(rep.committed_p50, ' s')} / {fmt(rep.committed_p90, ' s')}"),
-        ("first-appearance p50 / p90", f"{fmt(rep.first_p50, ' s')} / {fmt(rep.first_p90, ' s')}"),
-        ("lag growth committed / first", f"{fmt(rep.lag_growth, ' s')} / {fmt(rep.lag_growth_first, ' s')}"),
-        ("drain", fmt(rep.drain_s, " s")),
-        ("server RSS peak / steady", f"{fmt(rep.peak_rss_mb, ' MiB')} / {fmt(rep.steady_rss_mb, ' MiB')}"),
-        ("words timed / messages", f"{rep.n_matched} / {rep.n_messages}"),
-    ]
+    rows += (
+        []
+        if offline_only
+        else [
+            (
+                "WER",
+                fmt(rep.wer, pct=True) + f"  (S {rep.substitutions} D {rep.deletions} I {rep.insertions}"
+                f" / {rep.n_ref_words} words)",
+            ),
+            (
+                "committed latency p50 / p90",
+                f"{fmt(rep.committed_p50, ' s')} / {fmt(rep.committed_p90, ' s')}",
+            ),
+            ("first-appearance p50 / p90", f"{fmt(rep.first_p50, ' s')} / {fmt(rep.first_p90, ' s')}"),
+            (
+                "lag growth committed / first",
+                f"{fmt(rep.lag_growth, ' s')} / {fmt(rep.lag_growth_first, ' s')}",
+            ),
+            ("drain", fmt(rep.drain_s, " s")),
+            (
+                "server RSS peak / steady",
+                f"{fmt(rep.peak_rss_mb, ' MiB')} / {fmt(rep.steady_rss_mb, ' MiB')}",
+            ),
+            ("words timed / messages", f"{rep.n_matched} / {rep.n_messages}"),
+        ]
+    )
     if rep.error:
         rows.append(("error", rep.error))
     width = max(len(k) for k, _ in rows)
@@ -141,32 +166,56 @@ def main(argv: list[str] | None = None) -> int:
         if found.format != "ctranslate2":
             raise SystemExit(f"{args.model}: {found.format} weights at {found.path}, need a CTranslate2 dir")
         model_dir = found.path
-    aligner = Aligner(model_dir, compute_type=args.compute_type, cpu_threads=args.threads,
-                      cache_dir=args.cache_dir)
+    aligner = Aligner(
+        model_dir, compute_type=args.compute_type, cpu_threads=args.threads, cache_dir=args.cache_dir
+    )
 
     offline_text, offline_wer, offline_rtf = None, None, None
     if not args.no_offline:
         offline_text, secs = aligner.transcribe(stream.samples, stream.language)
         offline_wer = wer(stream.reference, offline_text, stream.language)
         offline_rtf = secs / stream.duration_s
-    out: dict[str, Any] = {"command": shlex.join([sys.executable, *sys.argv]), "set": stream.name,
-                           "limit": args.limit, "model_dir": str(aligner.model_dir),
-                           "compute_type": args.compute_type, "offline_text": offline_text}
+    out: dict[str, Any] = {
+        "command": shlex.join([sys.executable, *sys.argv]),
+        "set": stream.name,
+        "limit": args.limit,
+        "model_dir": str(aligner.model_dir),
+        "compute_type": args.compute_type,
+        "offline_text": offline_text,
+    }
     if args.offline_only:
-        rep = StreamReport(name=stream.name, language=stream.language, audio_duration_s=stream.duration_s,
-                           speed=args.speed, offline_wer=offline_wer, offline_rtf=offline_rtf)
+        rep = StreamReport(
+            name=stream.name,
+            language=stream.language,
+            audio_duration_s=stream.duration_s,
+            speed=args.speed,
+            offline_wer=offline_wer,
+            offline_rtf=offline_rtf,
+        )
     else:
         word_ends = [w.end for w in aligner.align_stream(stream)]
         aligner._model = None  # free the model before replaying: the server should have the CPU
         gc.collect()
         rss: list[tuple[float, float]] = []
         result, _ = asyncio.run(replay(args, stream, rss))
-        rep = compute_report(stream.reference, word_ends, result, language=stream.language,
-                             speed=args.speed, duration_s=stream.duration_s, name=stream.name)
+        rep = compute_report(
+            stream.reference,
+            word_ends,
+            result,
+            language=stream.language,
+            speed=args.speed,
+            duration_s=stream.duration_s,
+            name=stream.name,
+        )
         rep.offline_wer, rep.offline_rtf = offline_wer, offline_rtf
         rep.peak_rss_mb, rep.steady_rss_mb = rss_figures(rss, stream.duration_s / args.speed)
-        out |= {"url": args.url, "config": result.config, "t_end_of_audio": result.t_end_of_audio,
-                "max_send_lag_s": result.max_send_lag_s, "rss_samples": rss}
+        out |= {
+            "url": args.url,
+            "config": result.config,
+            "t_end_of_audio": result.t_end_of_audio,
+            "max_send_lag_s": result.max_send_lag_s,
+            "rss_samples": rss,
+        }
     print_table(rep, args.offline_only)
     if args.json:
         out["report"] = rep.to_dict(with_words=args.words)

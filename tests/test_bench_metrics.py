@@ -16,8 +16,10 @@ from whisperlivekit.bench import metrics
 from whisperlivekit.bench.dataset import build_long_stream, find_eval_dir, load_manifest, select
 from whisperlivekit.client import Message, StreamResult, committed_text, decode_audio, stream_audio
 
-JFK_TEXT = ("And so, my fellow Americans, ask not what your country can do for you, "
-            "ask what you can do for your country.")
+JFK_TEXT = (
+    "And so, my fellow Americans, ask not what your country can do for you, "
+    "ask what you can do for your country."
+)
 
 
 def _eval_dir():
@@ -28,21 +30,34 @@ def _eval_dir():
 
 
 def _update(lines: list[str | tuple[int, str]], buffer: str = "", typed: bool = True) -> dict:
-    data = {"status": "active_transcription", "buffer_transcription": buffer,
-            "lines": [{"speaker": s, "text": t, "start": 0.0, "end": 0.0}
-                      for s, t in (x if isinstance(x, tuple) else (1, x) for x in lines)]}
+    data = {
+        "status": "active_transcription",
+        "buffer_transcription": buffer,
+        "lines": [
+            {"speaker": s, "text": t, "start": 0.0, "end": 0.0}
+            for s, t in (x if isinstance(x, tuple) else (1, x) for x in lines)
+        ],
+    }
     return {"type": "transcript", **data} if typed else data
 
 
-def _result(updates: list[tuple[float, dict]], t_end: float, t_ready: float,
-            speed: float = 1.0) -> StreamResult:
+def _result(
+    updates: list[tuple[float, dict]], t_end: float, t_ready: float, speed: float = 1.0
+) -> StreamResult:
     msgs = [Message(-0.01, {"type": "config", "useAudioWorklet": False})]
     msgs += [Message(t, d) for t, d in updates] + [Message(t_ready, {"type": "ready_to_stop"})]
-    return StreamResult(messages=msgs, t_end_of_audio=t_end, t_ready_to_stop=t_ready,
-                        final_text=committed_text(updates[-1][1]), audio_duration_s=2.0, speed=speed)
+    return StreamResult(
+        messages=msgs,
+        t_end_of_audio=t_end,
+        t_ready_to_stop=t_ready,
+        final_text=committed_text(updates[-1][1]),
+        audio_duration_s=2.0,
+        speed=speed,
+    )
 
 
 # --- WER and word alignment -------------------------------------------------------------------------
+
 
 def test_wer_known_strings():
     assert metrics.wer("Hello world.", "hello, World!") == 0.0
@@ -61,8 +76,14 @@ def test_align_tokens_with_insertions_and_deletions():
     hyp = ["the", "the", "quick", "fox", "jumped", "high"]
     # jiwer alone pairs brown/fox, fox/jumped, jumps/high; keep the edit count, maximise equal words
     assert metrics.align_tokens(ref, hyp) == [
-        ("equal", 0, 0), ("insert", None, 1), ("equal", 1, 2), ("delete", 2, None), ("equal", 3, 3),
-        ("substitute", 4, 4), ("insert", None, 5)]
+        ("equal", 0, 0),
+        ("insert", None, 1),
+        ("equal", 1, 2),
+        ("delete", 2, None),
+        ("equal", 3, 3),
+        ("substitute", 4, 4),
+        ("insert", None, 5),
+    ]
     assert metrics.align_tokens(["a", "b"], []) == [("delete", 0, None), ("delete", 1, None)]
     assert metrics.align_tokens([], ["a"]) == [("insert", None, 0)]
 
@@ -74,6 +95,7 @@ def test_normalize_words_keeps_origin():
 
 
 # --- latency -----------------------------------------------------------------------------------------
+
 
 def test_latency_single_word():
     # in the buffer at t=1, committed at t=2, its audio ends at 0.5 -> first 0.5 s, committed 1.5 s
@@ -100,8 +122,14 @@ def test_latency_sequence_with_substitution_insertion_and_silence():
     assert rep.wer == pytest.approx(2 / 6)
     assert (rep.substitutions, rep.insertions, rep.deletions) == (1, 1, 0)
     got = [(w.hyp_word, round(w.first_latency, 6), round(w.committed_latency, 6)) for w in rep.words]
-    assert got == [("the", 0.8, 1.8), ("cat", 0.5, 1.5), ("sad", 1.2, 2.2), ("on", 1.0, 2.0),
-                   ("the", 1.8, 2.8), ("mat", 2.4, 2.4)]  # "big" is an insertion: no latency
+    assert got == [
+        ("the", 0.8, 1.8),
+        ("cat", 0.5, 1.5),
+        ("sad", 1.2, 2.2),
+        ("on", 1.0, 2.0),
+        ("the", 1.8, 2.8),
+        ("mat", 2.4, 2.4),
+    ]  # "big" is an insertion: no latency
     assert rep.committed_p50 == pytest.approx(np.median([1.8, 1.5, 2.2, 2.0, 2.8, 2.4]))
     assert rep.first_p90 == pytest.approx(np.percentile([0.8, 0.5, 1.2, 1.0, 1.8, 2.4], 90))
     assert rep.drain_s == pytest.approx(2.3)
@@ -155,6 +183,7 @@ def test_lag_growth_in_report():
 
 # --- data ----------------------------------------------------------------------------------------------
 
+
 def test_long_stream_of_three_utterances():
     eval_dir = _eval_dir()
     rows = select(load_manifest(eval_dir / "manifest.tsv"), "en/hifitts_6097")
@@ -187,6 +216,7 @@ def test_resampled_set_and_selection():
 
 # --- forced alignment -------------------------------------------------------------------------------
 
+
 def test_forced_alignment_jfk(tmp_path):
     eval_dir = _eval_dir()
     from whisperlivekit.bench.alignment import Aligner, default_model_dir
@@ -212,6 +242,7 @@ def test_forced_alignment_jfk(tmp_path):
 
 
 # --- client --------------------------------------------------------------------------------------------
+
 
 async def _fake_server(bytes_per_line: int, received: list, error_after: int | None = None):
     """Sends config, a new committed line per `bytes_per_line` bytes received, ready_to_stop at the end."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -129,11 +130,14 @@ def test_reset_restarts_the_clock(model: SileroVADModel, jfk: np.ndarray) -> Non
     assert not vad.in_speech and run(vad, audio) == first
 
 
-def test_model_path_errors(tmp_path: Path) -> None:
+def test_model_path_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert default_model_path().name == "silero_vad.onnx"
     assert SileroVADModel(default_model_path()).session is not None
     with pytest.raises(Exception, match=r"missing\.onnx"):
         SileroVADModel(tmp_path / "missing.onnx")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)  # package not installed
+    with pytest.raises(RuntimeError, match="pip install silero-vad"):
+        SileroVADModel()
 
 
 REFERENCE = """

@@ -201,8 +201,9 @@ async def stream_audio(
             finished.set()
 
     # No keepalive pings: a busy server may not answer them in time and the session would be cut.
-    async with connect(url, max_size=None, ping_interval=None, compression=None,
-                       open_timeout=open_timeout, close_timeout=5) as ws:
+    async with connect(
+        url, max_size=None, ping_interval=None, compression=None, open_timeout=open_timeout, close_timeout=5
+    ) as ws:
         receiver = asyncio.create_task(receive(ws))
         try:
             # Upstream sends its config first; start anyway if it never comes.

@@ -6,8 +6,8 @@ and reports `SpeechStart` / `SpeechEnd` at absolute sample positions on that str
 The trigger logic follows Silero's `VADIterator`, so results match the reference implementation
 frame for frame, and they do not depend on how the audio was chunked.
 
-Cost: ~0.1 ms per 512-sample (32 ms) frame on one thread, measured on a 2-core x86 VM
-(`tests/test_vad.py::test_cost_per_frame` prints the figure).
+Cost (measured: 33 s of speech on a 2-core x86 VM, one ORT thread): 0.12-0.18 ms per 512-sample
+(32 ms) frame, i.e. about 0.5 % of one core per live stream.
 """
 
 from __future__ import annotations

@@ -104,9 +104,16 @@ def _map_pieces_to_words(pieces: list[dict[str, Any]], words: list[str], duratio
 class Aligner:
     """Forced aligner on one faster-whisper model; the model is loaded on first use."""
 
-    def __init__(self, model_dir: str | Path | None = None, *, compute_type: str = "int8",
-                 cpu_threads: int = 2, cache_dir: str | Path | None = None, use_cache: bool = True,
-                 model: WhisperModel | None = None) -> None:
+    def __init__(
+        self,
+        model_dir: str | Path | None = None,
+        *,
+        compute_type: str = "int8",
+        cpu_threads: int = 2,
+        cache_dir: str | Path | None = None,
+        use_cache: bool = True,
+        model: WhisperModel | None = None,
+    ) -> None:
         self.model_dir = Path(model_dir) if model_dir else default_model_dir()
         self.compute_type = compute_type
         self.cpu_threads = cpu_threads
@@ -120,8 +127,13 @@ class Aligner:
         if self._model is None:
             from faster_whisper import WhisperModel
 
-            self._model = WhisperModel(str(self.model_dir), device="cpu", compute_type=self.compute_type,
-                                       cpu_threads=self.cpu_threads, num_workers=1)
+            self._model = WhisperModel(
+                str(self.model_dir),
+                device="cpu",
+                compute_type=self.compute_type,
+                cpu_threads=self.cpu_threads,
+                num_workers=1,
+            )
         return self._model
 
     @property
@@ -134,8 +146,12 @@ class Aligner:
         from faster_whisper.tokenizer import Tokenizer
 
         multilingual = self.model.model.is_multilingual
-        return Tokenizer(self.model.hf_tokenizer, multilingual, task="transcribe",
-                         language=language if multilingual else None)
+        return Tokenizer(
+            self.model.hf_tokenizer,
+            multilingual,
+            task="transcribe",
+            language=language if multilingual else None,
+        )
 
     def _align_window(self, samples: np.ndarray, words: list[str], language: str) -> list[WordTime]:
         from faster_whisper.audio import pad_or_trim
@@ -159,8 +175,9 @@ class Aligner:
             out.extend(WordTime(t.word, t.start + start_s, t.end + start_s) for t in times)
         return out
 
-    def _windows(self, samples: np.ndarray, words: list[str],
-                 language: str) -> list[tuple[float, float, int, int]]:
+    def _windows(
+        self, samples: np.ndarray, words: list[str], language: str
+    ) -> list[tuple[float, float, int, int]]:
         """Cut audio over 30 s into (start_s, end_s, first word, end word) windows of at most 30 s.
         Cuts go in the pause between two consecutive reference words that the model's own transcript
         (with word timestamps) recognised, so each window holds exactly its words."""
@@ -173,11 +190,18 @@ class Aligner:
             return "".join(c for c in w.lower() if c.isalnum())
 
         lang = language if self.model.model.is_multilingual else None
-        segments, _ = self.model.transcribe(samples, beam_size=1, language=lang, word_timestamps=True,
-                                            condition_on_previous_text=False, vad_filter=False)
+        segments, _ = self.model.transcribe(
+            samples,
+            beam_size=1,
+            language=lang,
+            word_timestamps=True,
+            condition_on_previous_text=False,
+            vad_filter=False,
+        )
         hyp = [w for s in segments for w in (s.words or [])]
-        matcher = difflib.SequenceMatcher(None, [key(w) for w in words], [key(w.word) for w in hyp],
-                                          autojunk=False)
+        matcher = difflib.SequenceMatcher(
+            None, [key(w) for w in words], [key(w.word) for w in hyp], autojunk=False
+        )
         times: dict[int, tuple[float, float]] = {}  # reference word index -> (start, end) as heard
         for block in matcher.get_matching_blocks():
             for k in range(block.size):
@@ -185,8 +209,11 @@ class Aligner:
         windows, start_s, lo = [], 0.0, 0
         while duration - start_s > WINDOW_S:
             # cut after word i in the middle of the pause before word i+1, the latest one in this window
-            cuts = [((times[i][1] + times[i + 1][0]) / 2, i) for i in range(lo, len(words) - 1)
-                    if i in times and i + 1 in times]
+            cuts = [
+                ((times[i][1] + times[i + 1][0]) / 2, i)
+                for i in range(lo, len(words) - 1)
+                if i in times and i + 1 in times
+            ]
             best = max(((c, i) for c, i in cuts if start_s < c <= start_s + WINDOW_S), default=None)
             if best is None:
                 raise ValueError(f"cannot cut {duration:.1f} s of audio into 30 s windows for alignment")
@@ -196,11 +223,13 @@ class Aligner:
         windows.append((start_s, duration, lo, len(words)))
         return windows
 
-    def align_file(self, path: str | Path, text: str, language: str = "en",
-                   samples: np.ndarray | None = None) -> list[WordTime]:
+    def align_file(
+        self, path: str | Path, text: str, language: str = "en", samples: np.ndarray | None = None
+    ) -> list[WordTime]:
         """`align` of a file's audio, through the on-disk cache."""
-        key_src = json.dumps([CACHE_VERSION, self.fingerprint, self.compute_type, file_sha256(path),
-                              text, language])
+        key_src = json.dumps(
+            [CACHE_VERSION, self.fingerprint, self.compute_type, file_sha256(path), text, language]
+        )
         cache_file = self.cache_dir / f"{hashlib.sha256(key_src.encode()).hexdigest()[:32]}.json"
         if self.use_cache and cache_file.is_file():
             try:
@@ -214,9 +243,17 @@ class Aligner:
         if self.use_cache:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")  # atomic: others may share the cache
-            tmp.write_text(json.dumps({"model": str(self.model_dir), "compute_type": self.compute_type,
-                                       "path": str(path), "text": text,
-                                       "words": [[w.word, w.start, w.end] for w in words]}))
+            tmp.write_text(
+                json.dumps(
+                    {
+                        "model": str(self.model_dir),
+                        "compute_type": self.compute_type,
+                        "path": str(path),
+                        "text": text,
+                        "words": [[w.word, w.start, w.end] for w in words],
+                    }
+                )
+            )
             os.replace(tmp, cache_file)
         return words
 
@@ -234,7 +271,8 @@ class Aligner:
         """Offline whole-file greedy transcript (the baseline for the streaming penalty) and its run time."""
         lang = language if self.model.model.is_multilingual or language == "en" else None
         t = time.perf_counter()
-        segments, _ = self.model.transcribe(samples, beam_size=1, language=lang,
-                                            condition_on_previous_text=True, vad_filter=False)
+        segments, _ = self.model.transcribe(
+            samples, beam_size=1, language=lang, condition_on_previous_text=True, vad_filter=False
+        )
         text = " ".join(s.text.strip() for s in segments)
         return text, time.perf_counter() - t

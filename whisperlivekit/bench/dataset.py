@@ -79,21 +79,32 @@ def load_manifest(manifest: str | Path | None = None) -> list[Utterance]:
     with open(path, newline="", encoding="utf-8") as f:
         # QUOTE_NONE: references contain quotes that are text, not CSV quoting
         for row in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE):
-            rows.append(Utterance(
-                path=(path.parent / row["path"]).resolve(), rel_path=row["path"],
-                duration_s=float(row["duration_s"] or 0), language=row["language"],
-                reference=row["reference"], ref_type=row["ref_type"], source=row.get("source", ""),
-                sample_rate=int(row.get("sample_rate") or 0), channels=int(row.get("channels") or 0),
-                speaker=row.get("speaker", ""), license=row.get("license", ""),
-            ))
+            rows.append(
+                Utterance(
+                    path=(path.parent / row["path"]).resolve(),
+                    rel_path=row["path"],
+                    duration_s=float(row["duration_s"] or 0),
+                    language=row["language"],
+                    reference=row["reference"],
+                    ref_type=row["ref_type"],
+                    source=row.get("source", ""),
+                    sample_rate=int(row.get("sample_rate") or 0),
+                    channels=int(row.get("channels") or 0),
+                    speaker=row.get("speaker", ""),
+                    license=row.get("license", ""),
+                )
+            )
     return rows
 
 
 def select(utterances: list[Utterance], set_name: str, ref_type: str = "human") -> list[Utterance]:
     """Rows of one set (folder prefix, or one exact file path) with the given reference type, in order."""
     prefix = set_name.strip("/")
-    return [u for u in utterances
-            if (u.rel_path == prefix or u.rel_path.startswith(prefix + "/")) and u.ref_type == ref_type]
+    return [
+        u
+        for u in utterances
+        if (u.rel_path == prefix or u.rel_path.startswith(prefix + "/")) and u.ref_type == ref_type
+    ]
 
 
 def build_long_stream(utterances: list[Utterance], name: str = "stream", gap_s: float = GAP_S) -> LongStream:
@@ -114,13 +125,22 @@ def build_long_stream(utterances: list[Utterance], name: str = "stream", gap_s: 
         n += len(audio)
     languages = {u.language for u in utterances}
     return LongStream(
-        name=name, samples=np.concatenate(parts), reference=" ".join(s.reference for s in segments),
-        utterances=segments, language=languages.pop() if len(languages) == 1 else "multi",
+        name=name,
+        samples=np.concatenate(parts),
+        reference=" ".join(s.reference for s in segments),
+        utterances=segments,
+        language=languages.pop() if len(languages) == 1 else "multi",
     )
 
 
-def load_set(set_name: str, *, limit: int | None = None, manifest: str | Path | None = None,
-             ref_type: str = "human", gap_s: float = GAP_S) -> LongStream:
+def load_set(
+    set_name: str,
+    *,
+    limit: int | None = None,
+    manifest: str | Path | None = None,
+    ref_type: str = "human",
+    gap_s: float = GAP_S,
+) -> LongStream:
     """The long stream of a set: e.g. `load_set("en/hifitts_6097")`, first `limit` utterances only."""
     rows = select(load_manifest(manifest), set_name, ref_type)
     if not rows:

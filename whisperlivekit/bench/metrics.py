@@ -67,9 +67,15 @@ def wer_details(reference: str, hypothesis: str, language: str = "en") -> dict[s
     if not ref:
         raise ValueError("empty reference after normalisation")
     out = jiwer.process_words(ref, hyp)
-    return {"wer": float(out.wer), "substitutions": out.substitutions, "deletions": out.deletions,
-            "insertions": out.insertions, "hits": out.hits, "n_ref": len(ref.split()),
-            "n_hyp": len(hyp.split())}
+    return {
+        "wer": float(out.wer),
+        "substitutions": out.substitutions,
+        "deletions": out.deletions,
+        "insertions": out.insertions,
+        "hits": out.hits,
+        "n_ref": len(ref.split()),
+        "n_hyp": len(hyp.split()),
+    }
 
 
 def wer(reference: str, hypothesis: str, language: str = "en") -> float:
@@ -89,14 +95,18 @@ def align_tokens(ref: Sequence[str], hyp: Sequence[str]) -> list[tuple[str, int 
     r0 = h0 = 0  # start of the current non-equal stretch
 
     def flush(r1: int, h1: int) -> None:
-        out.extend((op, None if i is None else r0 + i, None if j is None else h0 + j)
-                   for op, i, j in _align_stretch(ref[r0:r1], hyp[h0:h1]))
+        out.extend(
+            (op, None if i is None else r0 + i, None if j is None else h0 + j)
+            for op, i, j in _align_stretch(ref[r0:r1], hyp[h0:h1])
+        )
 
     for c in jiwer.process_words(" ".join(ref), " ".join(hyp)).alignments[0]:
         if c.type == "equal":
             flush(c.ref_start_idx, c.hyp_start_idx)
-            out += [("equal", c.ref_start_idx + k, c.hyp_start_idx + k)
-                    for k in range(c.ref_end_idx - c.ref_start_idx)]
+            out += [
+                ("equal", c.ref_start_idx + k, c.hyp_start_idx + k)
+                for k in range(c.ref_end_idx - c.ref_start_idx)
+            ]
             r0, h0 = c.ref_end_idx, c.hyp_end_idx
     flush(len(ref), len(hyp))
     return out
@@ -107,8 +117,11 @@ def _align_stretch(ref: Sequence[str], hyp: Sequence[str]) -> list[tuple[str, in
     n, m = len(ref), len(hyp)
     if n * m > 250_000:
         k = min(n, m)
-        return ([("equal" if ref[i] == hyp[i] else "substitute", i, i) for i in range(k)]
-                + [("delete", i, None) for i in range(k, n)] + [("insert", None, j) for j in range(k, m)])
+        return (
+            [("equal" if ref[i] == hyp[i] else "substitute", i, i) for i in range(k)]
+            + [("delete", i, None) for i in range(k, n)]
+            + [("insert", None, j) for j in range(k, m)]
+        )
     cost = [[(0, 0)] * (m + 1) for _ in range(n + 1)]
     for i in range(1, n + 1):
         cost[i][0] = (i, 0)
@@ -135,8 +148,9 @@ def _align_stretch(ref: Sequence[str], hyp: Sequence[str]) -> list[tuple[str, in
     return out[::-1]
 
 
-def first_match_times(snapshots: Sequence[tuple[float, Sequence[str]]],
-                      final: Sequence[str]) -> list[float | None]:
+def first_match_times(
+    snapshots: Sequence[tuple[float, Sequence[str]]], final: Sequence[str]
+) -> list[float | None]:
     """For each index j of `final`, the time of the first snapshot (time, tokens) holding final[j] at j."""
     times: list[float | None] = [None] * len(final)
     lo = 0  # every index below lo is resolved
@@ -215,14 +229,23 @@ class StreamReport:
         d = asdict(self)
         d.pop("words")
         if with_words:
-            d["words"] = [{**asdict(w), "first_latency": w.first_latency,
-                           "committed_latency": w.committed_latency} for w in self.words]
+            d["words"] = [
+                {**asdict(w), "first_latency": w.first_latency, "committed_latency": w.committed_latency}
+                for w in self.words
+            ]
         return d
 
 
-def compute_report(reference: str, word_ends: Sequence[float], result: StreamResult, *,
-                   language: str = "en", speed: float | None = None, duration_s: float | None = None,
-                   name: str = "") -> StreamReport:
+def compute_report(
+    reference: str,
+    word_ends: Sequence[float],
+    result: StreamResult,
+    *,
+    language: str = "en",
+    speed: float | None = None,
+    duration_s: float | None = None,
+    name: str = "",
+) -> StreamReport:
     """All streaming figures of one replay. `word_ends[i]` is when `reference.split()[i]` ends in the
     stream (seconds of audio); `speed` and `duration_s` default to those recorded in `result`."""
     ref_words = reference.split()
@@ -230,14 +253,22 @@ def compute_report(reference: str, word_ends: Sequence[float], result: StreamRes
         raise ValueError(f"{len(word_ends)} word end times for {len(ref_words)} reference words")
     speed = speed or result.speed
     duration_s = duration_s or result.audio_duration_s or (max(word_ends) if word_ends else 0.0)
-    rep = StreamReport(name=name, language=language, audio_duration_s=duration_s, speed=speed,
-                       drain_s=result.drain_s, n_messages=len(result.messages), error=result.error,
-                       final_text=result.final_text)
+    rep = StreamReport(
+        name=name,
+        language=language,
+        audio_duration_s=duration_s,
+        speed=speed,
+        drain_s=result.drain_s,
+        n_messages=len(result.messages),
+        error=result.error,
+        final_text=result.final_text,
+    )
     if normalize(reference, language):
         det = wer_details(reference, result.final_text, language)
         rep.wer = float(det["wer"])
-        rep.substitutions, rep.deletions, rep.insertions = (int(det[k]) for k in
-                                                            ("substitutions", "deletions", "insertions"))
+        rep.substitutions, rep.deletions, rep.insertions = (
+            int(det[k]) for k in ("substitutions", "deletions", "insertions")
+        )
         rep.n_ref_words, rep.n_hyp_words = int(det["n_ref"]), int(det["n_hyp"])
 
     ref_tok, ref_origin = normalize_words(ref_words, language)
@@ -250,8 +281,9 @@ def compute_report(reference: str, word_ends: Sequence[float], result: StreamRes
         if op in ("equal", "substitute") and i is not None and j is not None and committed[j] is not None:
             c = committed[j]
             f = min(first[j], c) if first[j] is not None else c
-            rep.words.append(WordLatency(ref_tok[i], final_tok[j], float(word_ends[ref_origin[i]]),
-                                         f, c, speed))
+            rep.words.append(
+                WordLatency(ref_tok[i], final_tok[j], float(word_ends[ref_origin[i]]), f, c, speed)
+            )
     rep.n_matched = len(rep.words)
     com = [w.committed_latency for w in rep.words]
     fst = [w.first_latency for w in rep.words]

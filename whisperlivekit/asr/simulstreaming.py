@@ -1,0 +1,697 @@
+"""SimulStreaming: AlignAtt simultaneous decoding on our PyTorch Whisper.
+
+AlignAtt (Papi et al., 2023, arXiv 2305.11408) as SimulStreaming uses it (Macháček et al., 2025,
+arXiv 2506.17077): at every update the whole audio buffer is encoded once and the decoder continues
+from the tokens already committed in this buffer (a forced prefix, run in one forward call). While
+predicting each new token, the alignment heads' cross-attention says where in the audio the model is
+looking; once that is within ``frame_threshold`` encoder frames (20 ms each) of the end of the real
+audio, the token is not emitted and decoding waits for more audio. Whatever was emitted is committed
+at once: there is no second pass to agree with, which is where the latency gain over LocalAgreement
+comes from.
+
+Attention peaks are computed as in whisper's timing code (and the original): each alignment head's
+row is z-scored per audio frame over the decoded positions so far, median-filtered (width 7) along
+time, averaged over heads; the argmax is the attended frame. The argmax runs over the whole encoded
+input, the 1 s zero tail included (a token that looks into the padding is past the audio too), and
+the threshold counts from the end of the *real* audio.
+
+The last-word rule (``never_fire``, ``cif_ckpt_path``) as in the original: after a non-final update
+the chunk boundary may have cut the last decoded word. An end-of-word CIF model (Simul-Whisper's,
+a ``Linear(n_audio_state, 1)`` over encoder states) says whether the boundary is at a word end; if it
+does not "fire", the tokens of the last word are withheld (shown as tentative, re-decoded at the next
+update). Without a CIF checkpoint, ``never_fire=False`` (the default) means "always fire": every
+emitted token is committed; ``never_fire=True`` means the detector never fires: the last word is
+always withheld, which costs about one word of latency and avoids committing a half-heard word.
+Either way a word is *output* as committed only once the next word has started (or at ``finish``);
+the incomplete last word is ``PolicyOutput.tentative``.
+
+Measured on this project's 2-core shared CPU, tiny.en float32, ``torch.set_num_threads(2)``:
+see ``_MEASURED`` below (filled from ``tests/test_simulstreaming.py`` and the offline simulation
+described there).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from whisperlivekit.asr.base import StreamingPolicy
+from whisperlivekit.messages import PolicyOutput, Word
+
+if TYPE_CHECKING:
+    import torch
+    from faster_whisper.tokenizer import Tokenizer
+    from torch import Tensor
+
+    from whisperlivekit.whisper.loading import WhisperMeta
+    from whisperlivekit.whisper.model import KVCache, Whisper
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+SAMPLES_PER_FRAME = 320  # one encoder frame = 2 mel frames = 20 ms
+FRAME_SECONDS = SAMPLES_PER_FRAME / SAMPLE_RATE
+MAX_ENCODER_FRAMES = 1500  # 30 s
+# An unpadded buffer makes Whisper loop on its last words; 1 s of zeros fixed it (faster_whisper.py).
+TAIL_SECONDS = 1.0
+MAX_BUFFER_SECONDS = 30.0 - TAIL_SECONDS  # the buffer and its tail must fit the 30 s encoder
+LANGUAGE_DETECTION_SECONDS = 1.0
+MEDIAN_FILTER_WIDTH = 7
+# Whisper's silence rule: both a likely <|nospeech|> and an unsure transcript.
+NO_SPEECH_THRESHOLD = 0.6
+LOGPROB_THRESHOLD = -1.0
+# Token bound per buffer: speech is ~3-8 tokens/s in any language; more is a runaway loop.
+TOKENS_PER_SECOND = 15
+MIN_TOKEN_BOUND = 20
+REPETITIONS = 3  # the same n-gram this many times at the end is a loop
+MAX_NGRAM = 16
+TEXT_ROOM = 64  # decoder positions kept free for new tokens when the context is long
+# Word times from attention peaks: the peak of a token sits inside its audio, so widen a little.
+WORD_START_PAD = 0.1
+WORD_END_PAD = 0.1
+_NO_SPACE_LANGUAGES = frozenset({"zh", "ja", "th", "lo", "my", "yue"})
+_DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16",
+           "half": "float16", "bfloat16": "bfloat16", "bf16": "bfloat16"}  # fmt: skip
+
+
+@dataclass
+class SimulStreamingOptions:
+    frame_threshold: int = 25  # encoder frames (20 ms) from the end of the audio where decoding stops
+    beams: int = 1
+    audio_max_len: float = 30.0  # s of audio kept; past it the committed part is cut (capped at 29 s)
+    audio_min_len: float = 0.0  # s of audio before the first update does anything
+    init_prompt: str | None = None  # text "said before"; scrolls out of the context as text comes
+    static_init_prompt: str | None = None  # always kept at the start of the context (terms, names)
+    max_context_tokens: int | None = None  # None: Whisper's prompt cap, n_text_ctx // 2 - 1 (223)
+    never_fire: bool = False  # withhold the last word of every update (see the module doc)
+    cif_ckpt_path: str | None = None  # end-of-word CIF checkpoint; absent: the attention rule alone
+    language: str | None = None  # None or "auto": detected once from the first second
+    task: str = "transcribe"
+    device: str = "auto"  # for load_simulstreaming_model
+    dtype: str = "float32"  # for load_simulstreaming_model
+    threads: int | None = None  # torch.set_num_threads (process-wide!) when given
+
+    def __post_init__(self) -> None:
+        if self.beams < 1:
+            raise ValueError("beams must be >= 1")
+        if self.frame_threshold < 0:
+            raise ValueError("frame_threshold must be >= 0")
+        if self.audio_max_len <= 1.0:
+            raise ValueError("audio_max_len must be > 1 s")
+
+
+# ------------------------------------------------------------------------------------- shared model
+@dataclass
+class SimulStreamingModel:
+    """What every session shares: the model (never mutated per session) and tokenizers."""
+
+    model: Whisper
+    meta: WhisperMeta
+    tokenizer_path: Path
+    _tokenizers: dict[tuple[str, str], Tokenizer] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def multilingual(self) -> bool:
+        return self.model.is_multilingual
+
+    def tokenizer(self, language: str = "en", task: str = "transcribe") -> Tokenizer:
+        from faster_whisper.tokenizer import Tokenizer
+
+        from whisperlivekit.whisper.loading import load_tokenizer
+
+        key = (language if self.multilingual else "en", task if self.multilingual else "transcribe")
+        with self._lock:
+            if key not in self._tokenizers:
+                if not self._tokenizers:
+                    tok = load_tokenizer(self.tokenizer_path, self.multilingual, task=key[1], language=key[0])
+                else:  # the same vocabulary; only the sot sequence differs
+                    hf = next(iter(self._tokenizers.values())).tokenizer
+                    tok = Tokenizer(hf, self.multilingual, task=key[1], language=key[0])
+                self._tokenizers[key] = tok
+            return self._tokenizers[key]
+
+
+def load_simulstreaming_model(
+    path: str | Path,
+    device: str = "auto",
+    dtype: str | torch.dtype = "float32",
+    alignment_heads: Sequence[tuple[int, int]] | None = None,
+) -> SimulStreamingModel:
+    """Load once per engine; give the result to every ``SimulStreamingPolicy``.
+
+    ``path``: a CTranslate2 dir, an openai ``.pt`` (with a ``tokenizer.json`` beside it) or a
+    transformers dir. ``alignment_heads`` overrides the heads the files give.
+    """
+    import torch
+
+    from whisperlivekit.whisper.loading import load_model
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if isinstance(dtype, str):
+        if dtype not in _DTYPES:
+            raise ValueError(f"dtype {dtype!r}: use one of {sorted(set(_DTYPES.values()))}")
+        dtype = getattr(torch, _DTYPES[dtype])
+    path = Path(path)
+    tokenizer_path = next(
+        (p for p in (path / "tokenizer.json", path.parent / "tokenizer.json") if p.exists()), None
+    )
+    if tokenizer_path is None:
+        raise FileNotFoundError(f"no tokenizer.json in {path} or beside it: Whisper needs its tokenizer")
+    model, meta = load_model(path, device=device, dtype=dtype,
+                             alignment_heads=list(alignment_heads) if alignment_heads else None)
+    return SimulStreamingModel(model, meta, tokenizer_path)
+
+
+# ---------------------------------------------------------------------------------- pure helpers
+def most_attended_frame(attention_row: np.ndarray | Tensor) -> int:
+    """Index of the frame a (head-averaged, normalised) attention row peaks on."""
+    return int(attention_row.argmax())
+
+
+def should_stop(attention_row: np.ndarray | Tensor, audio_frames: int, frame_threshold: int) -> bool:
+    """AlignAtt's rule: stop when the peak is within ``frame_threshold`` frames of the audio's end.
+
+    ``attention_row`` may cover padding after the ``audio_frames`` real ones: a peak there stops too.
+    """
+    return most_attended_frame(attention_row) >= audio_frames - frame_threshold
+
+
+def repetition_cut(
+    tokens: Sequence[int], repeats: int = REPETITIONS, max_ngram: int = MAX_NGRAM
+) -> int | None:
+    """If ``tokens`` end with one n-gram ``repeats`` or more times in a row, the length keeping one copy."""
+    tokens = list(tokens)
+    for n in range(1, min(max_ngram, len(tokens) // repeats) + 1):
+        tail, count = tokens[-n:], 1
+        while len(tokens) >= (count + 1) * n and tokens[-(count + 1) * n : -count * n] == tail:
+            count += 1
+        if count >= repeats:
+            return len(tokens) - (count - 1) * n
+    return None
+
+
+def median_filter(x: Tensor, width: int = MEDIAN_FILTER_WIDTH) -> Tensor:
+    """Median along the last axis of [..., T] (reflect padding), as whisper.timing does."""
+    import torch.nn.functional as F
+
+    if x.shape[-1] <= width // 2:
+        return x
+    shape = x.shape
+    y = F.pad(x.reshape(-1, 1, shape[-1]), (width // 2, width // 2), mode="reflect")
+    return y.unfold(-1, width, 1).median(-1).values.reshape(shape)
+
+
+class AttentionPeaks:
+    """Running z-score of the alignment heads' attention over decoded positions, per hypothesis.
+
+    Seeded with the prompt's rows; ``add(rows)`` takes each hypothesis' newest row [B, heads, frames]
+    and returns them normalised: the input of ``should_stop``.
+    """
+
+    def __init__(self, prompt_rows: Tensor) -> None:  # [1, heads, T, frames]
+        rows = prompt_rows.float()
+        self.n = rows.shape[2]
+        self.sum, self.sq = rows.sum(2), (rows * rows).sum(2)
+
+    def add(self, rows: Tensor) -> Tensor:
+        """[B, heads, frames] -> the normalised, head-averaged rows [B, frames]."""
+        import torch
+        rows = rows.float()
+        self.n += 1
+        self.sum, self.sq = self.sum + rows, self.sq + rows * rows
+        mean = self.sum / self.n
+        std = (self.sq / self.n - mean * mean).clamp_min(1e-10).sqrt()
+        import os
+        mode = os.environ.get("PEAKS", "z")
+        if mode == "raw":
+            return median_filter(rows).mean(1)
+        if mode == "rawnf":
+            return rows.mean(1)
+        if mode == "zf":
+            s, m = torch.std_mean(rows, dim=-1, keepdim=True)
+            return median_filter((rows - m) / s).mean(1)
+        return median_filter((rows - mean) / std).mean(1)
+
+    def reorder(self, indices: Tensor) -> None:
+        self.sum, self.sq = self.sum.index_select(0, indices), self.sq.index_select(0, indices)
+
+
+def decoder_forward(model: Whisper, tokens: Tensor, cache: KVCache, rows: Sequence[int] | None = None
+                    ) -> tuple[Tensor, Tensor]:
+    """``Whisper.logits_and_alignment`` that projects only ``rows`` (default: the last) on the vocabulary.
+
+    A 250-token prompt spends half its forward in the 51k-way projection of positions whose logits
+    nobody reads; this keeps the rest of the decoder as ``TextDecoder.forward`` runs it.
+    """
+    import torch
+
+    dec = model.decoder
+    offset, n = cache.length, tokens.shape[1]
+    x = dec.token_embedding(tokens) + dec.positional_embedding[offset : offset + n]
+    mask = None
+    if n > 1:
+        mask = torch.full((n, offset + n), float("-inf"), device=x.device).triu_(offset + 1).to(x.dtype)
+    layers = {layer for layer, _ in model.alignment_heads}
+    weights: dict[int, Tensor] = {}
+    for i, block in enumerate(dec.blocks):
+        x, w = block(x, mask, cache, i, need_weights=i in layers)
+        if w is not None:
+            weights[i] = w
+    x = dec.ln(x[:, list(rows) if rows is not None else [-1]])
+    logits = (x @ dec.token_embedding.weight.to(x.dtype).T).float()
+    return logits, torch.stack([weights[layer][:, h] for layer, h in model.alignment_heads], dim=1)
+
+
+# ----------------------------------------------------------------------------- end-of-word (CIF)
+@functools.lru_cache(maxsize=8)
+def load_cif(path: str | None, n_audio_state: int, device: str) -> torch.nn.Linear | None:
+    """Simul-Whisper's CIF end-of-word model, or None (logged once per path) if absent or unreadable."""
+    import torch
+
+    if not path:
+        return None
+    if not Path(path).is_file():
+        logger.warning("CIF checkpoint %s not found: using the attention rule alone", path)
+        return None
+    try:
+        linear = torch.nn.Linear(n_audio_state, 1)
+        linear.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    except Exception as e:  # a wrong-size or foreign checkpoint must not take the server down
+        logger.warning("CIF checkpoint %s unusable (%s): using the attention rule alone", path, e)
+        return None
+    return linear.to(device).eval()
+
+
+def fire_at_boundary(features: Tensor, cif: torch.nn.Linear) -> bool:
+    """True when CIF integrates to a word end at the last frames of ``features`` [1, T, D].
+
+    Simul-Whisper's rule: weights scaled to sum to the (rounded) number of tokens, damped where one
+    frame would hold a whole token; the boundary fires if the last integer crossing is within the
+    last two frames.
+    """
+    import torch
+
+    alphas = torch.sigmoid(cif(features.to(cif.weight.dtype)).squeeze(-1))[0]  # [T]
+    if alphas.numel() < 2:
+        return False
+    alphas = alphas * (torch.round(alphas.sum()) / alphas.sum())
+    for _ in range(10):
+        if not bool((alphas > 0.999).any()):
+            break
+        alphas = alphas * 0.5 + 0.5 * alphas.sum() / (alphas != 0).sum() * (alphas != 0)
+    integrate = torch.cumsum(alphas[:-1], 0)  # the last frame peaks at any chunk end: ignore it
+    integrate = integrate - torch.div(integrate[-1], 0.999, rounding_mode="floor")
+    past = (integrate >= 0).nonzero()
+    return bool(past.numel()) and int(past[0]) >= features.shape[1] - 2
+
+
+# --------------------------------------------------------------------------------------- decoding
+@dataclass
+class _Token:
+    id: int
+    frame: int  # attended encoder frame, relative to the buffer start
+    logprob: float
+
+
+@dataclass
+class _Hypothesis:
+    tokens: list[_Token] = field(default_factory=list)
+    score: float = 0.0  # sum of log-probabilities
+
+    def extend(self, token: _Token) -> _Hypothesis:
+        return _Hypothesis([*self.tokens, token], self.score + token.logprob)
+
+
+class SimulStreamingPolicy(StreamingPolicy):
+    """AlignAtt over one session's audio buffer (see the module doc).
+
+    All per-session state (audio, context, committed tokens, caches) lives here; ``shared`` is only
+    read. ``options.threads`` calls ``torch.set_num_threads``, which is process-wide: leave it None
+    when an engine manages threads.
+    """
+
+    def __init__(self, shared: SimulStreamingModel, options: SimulStreamingOptions | None = None) -> None:
+        import torch
+
+        self.shared, self.model = shared, shared.model
+        self.options = opts = options or SimulStreamingOptions()
+        if opts.threads:
+            torch.set_num_threads(opts.threads)
+        language = None if opts.language in (None, "", "auto") else opts.language
+        if not shared.multilingual:
+            language = "en"
+        self.detected_language: str | None = language
+        self.tokenizer: Tokenizer | None = shared.tokenizer(language, opts.task) if language else None
+        n_ctx = self.model.dims.n_text_ctx
+        self.max_context = opts.max_context_tokens if opts.max_context_tokens is not None else n_ctx // 2 - 1
+        self.max_seconds = min(opts.audio_max_len, MAX_BUFFER_SECONDS)
+        self.cif = load_cif(opts.cif_ckpt_path, self.model.dims.n_audio_state, str(self.model.device))
+        self.audio = np.zeros(0, dtype=np.float32)
+        self.buffer_start = 0.0
+        self.static_context: list[int] = []
+        self.context: list[int] = []  # committed text tokens that left the buffer (+ init_prompt)
+        if self.tokenizer is not None:
+            self._init_context()
+        self.prefix: list[_Token] = []  # committed tokens of the audio in the buffer
+        self.emitted = 0  # prefix tokens already output as words
+        self.withheld: list[_Token] = []  # decoded, not committed (last-word rule)
+        self.tentative: tuple[Word, ...] = ()
+        self.last_end = 0.0  # end of the last word output: times never go back
+        self._pending_samples = 0
+        self._complete = False  # the last decode reached EOT: finish() has nothing to add
+        self._pieces: dict[int, str] = {}
+        self._suppress: tuple[Tensor, Tensor] | None = None
+
+    # -- StreamingPolicy --------------------------------------------------------------------------
+    @property
+    def pending_seconds(self) -> float:
+        return self._pending_samples / SAMPLE_RATE
+
+    @property
+    def buffered_seconds(self) -> float:
+        return len(self.audio) / SAMPLE_RATE
+
+    def insert_audio(self, samples: np.ndarray, start: float) -> None:
+        if not len(self.audio):
+            self.buffer_start = start
+            self.last_end = max(self.last_end, start)
+        self.audio = np.concatenate([self.audio, np.asarray(samples, dtype=np.float32)])
+        self._pending_samples += len(samples)
+        self._complete = False
+
+    def process(self) -> PolicyOutput:
+        if not self._pending_samples:
+            return PolicyOutput((), self.tentative)
+        self._pending_samples = 0
+        committed = self._trim()
+        if self.buffered_seconds < max(self.options.audio_min_len, FRAME_SECONDS):
+            return PolicyOutput(tuple(committed), self.tentative)
+        features, audio_frames = self._encode()
+        if self.tokenizer is None and not self._detect_language(features, final=False):
+            return PolicyOutput(tuple(committed), self.tentative)
+        tokens, eot = self._decode(features, audio_frames, final=False)
+        if not self._boundary_fires(features, audio_frames):
+            tokens, self.withheld = self._split_last_word(tokens)
+        else:
+            self.withheld = []
+        self.prefix += tokens
+        self._complete = eot and not self.withheld
+        committed += self._emit(final=False)
+        self.tentative = self._tentative_words()
+        return PolicyOutput(tuple(committed), self.tentative)
+
+    def finish(self) -> PolicyOutput:
+        if len(self.audio) >= SAMPLES_PER_FRAME and not self._complete:
+            features, audio_frames = self._encode()
+            if self.tokenizer is not None or self._detect_language(features, final=True):
+                self.prefix += self._decode(features, audio_frames, final=True)[0]
+        committed = self._emit(final=True)
+        self.context += [t.id for t in self.prefix]
+        self.prefix, self.emitted, self.withheld, self.tentative = [], 0, [], ()
+        self.audio = self.audio[:0]
+        self._pending_samples, self._complete = 0, False
+        return PolicyOutput(tuple(committed), ())
+
+    # -- audio ------------------------------------------------------------------------------------
+    def _encode(self) -> tuple[Tensor, int]:
+        """Encoder states of the buffer plus its zero tail, and how many frames hold real audio."""
+        import torch
+
+        from whisperlivekit.whisper.model import log_mel_spectrogram
+
+        model = self.model
+        with torch.inference_mode():
+            mel = log_mel_spectrogram(self.audio, model.dims.n_mels, padding=int(TAIL_SECONDS * SAMPLE_RATE),
+                                      device=model.device)
+            mel = mel[:, : min(mel.shape[-1] & ~1, 2 * MAX_ENCODER_FRAMES)]  # the conv halves: even
+            features = model.embed_audio(mel)
+        return features, min(len(self.audio) // SAMPLES_PER_FRAME, features.shape[1])
+
+    def _trim(self) -> list[Word]:
+        """Past ``audio_max_len``, cut the audio of words already output; their tokens become context."""
+        if self.buffered_seconds <= self.max_seconds:
+            return []
+        words: list[Word] = []
+        if self.emitted:
+            # Cut where the first pending word starts; its tokens stay forced, so a cut a little
+            # into it loses nothing, while the output words' audio is gone for good.
+            cut = max(self.prefix[self.emitted - 1].frame + 1,
+                      self.prefix[self.emitted].frame - round(WORD_START_PAD / FRAME_SECONDS))
+            self.context += [t.id for t in self.prefix[: self.emitted]]
+            self.prefix, self.emitted = self.prefix[self.emitted :], 0
+        elif self.buffered_seconds > MAX_BUFFER_SECONDS:
+            # No word boundary in 29 s: output what there is and keep the most recent audio.
+            words = self._emit(final=True)
+            last = max((t.frame for t in self.prefix), default=-1)
+            keep = round(self.max_seconds / 2 / FRAME_SECONDS)
+            cut = max(last + 1, len(self.audio) // SAMPLES_PER_FRAME - keep)
+            self.context += [t.id for t in self.prefix]
+            self.prefix, self.emitted = [], 0
+        else:
+            return []
+        cut = max(0, min(cut, len(self.audio) // SAMPLES_PER_FRAME))
+        self.audio = self.audio[cut * SAMPLES_PER_FRAME :]
+        self.buffer_start += cut * FRAME_SECONDS
+        for t in self.prefix:
+            t.frame = max(0, t.frame - cut)
+        self.withheld = []
+        logger.debug("trimmed %.2f s of audio; %d context tokens", cut * FRAME_SECONDS, len(self.context))
+        return words
+
+    # -- language and prompt ----------------------------------------------------------------------
+    def _detect_language(self, features: Tensor, final: bool) -> bool:
+        """Detect once, from the language-token logits after <|startoftranscript|>; False: wait."""
+        import torch
+        from faster_whisper.tokenizer import _LANGUAGE_CODES
+
+        if not final and self.buffered_seconds < LANGUAGE_DETECTION_SECONDS:
+            return False
+        first = self.shared.tokenizer("en", self.options.task)
+        lang_ids = self.shared.meta.lang_ids or [
+            i for c in _LANGUAGE_CODES if (i := first.tokenizer.token_to_id(f"<|{c}|>")) is not None
+        ][: self.model.num_languages]
+        with torch.inference_mode():
+            logits = self.model.logits(torch.tensor([[first.sot]]), self.model.new_cache(features))[0, -1]
+        best = lang_ids[int(logits[lang_ids].argmax())]
+        self.detected_language = first.tokenizer.id_to_token(best)[2:-2]
+        logger.info("detected language: %s", self.detected_language)
+        self.tokenizer = self.shared.tokenizer(self.detected_language, self.options.task)
+        self._init_context()
+        return True
+
+    def _init_context(self) -> None:
+        assert self.tokenizer is not None
+        encode = self.tokenizer.encode
+        opts = self.options
+        self.static_context = encode(" " + opts.static_init_prompt.strip()) if opts.static_init_prompt else []
+        self.context = encode(" " + opts.init_prompt.strip()) if opts.init_prompt else []
+
+    def _prompt(self) -> tuple[list[int], int]:
+        """[<|startofprev|> static + context] + sot sequence + <|notimestamps|> + committed prefix,
+        and the index of <|startoftranscript|>."""
+        tok = self.tokenizer
+        assert tok is not None
+        head = [*tok.sot_sequence, tok.no_timestamps]
+        room = self.model.dims.n_text_ctx - len(head) - len(self.prefix) - TEXT_ROOM - 1
+        room = max(0, min(room, self.max_context) - len(self.static_context))
+        self.context = self.context[-room:] if room else []  # the oldest context scrolls away
+        previous = self.static_context + self.context
+        previous = [tok.sot_prev, *previous] if previous else []
+        return previous + head + [t.id for t in self.prefix], len(previous)
+
+    # -- decoding ---------------------------------------------------------------------------------
+    def _suppressed(self) -> tuple[Tensor, Tensor]:
+        import torch
+
+        from whisperlivekit.whisper.loading import default_suppress_ids
+
+        if self._suppress is None:
+            meta, tok = self.shared.meta, self.tokenizer
+            assert tok is not None
+            always = meta.suppress_ids or default_suppress_ids(tok)
+            begin = meta.suppress_ids_begin or [*tok.encode(" "), tok.eot]
+            # Special tokens (sot, languages, timestamps...) are never text; eot stays allowed.
+            special = range(tok.eot + 1, self.model.dims.n_vocab)
+            device = self.model.device
+            self._suppress = (torch.tensor(sorted({*always, *special}), device=device),
+                              torch.tensor(sorted(begin), device=device))
+        return self._suppress
+
+    def _decode(self, features: Tensor, audio_frames: int, final: bool) -> tuple[list[_Token], bool]:
+        """Continue the committed prefix on the current audio; the new tokens and whether EOT came.
+
+        Beam search (``beams`` hypotheses) with the AlignAtt stop: decoding ends when ``beams``
+        hypotheses have ended with EOT, or (unless ``final``) when the best live hypothesis' next
+        token is attended within ``frame_threshold`` of the audio's end; the result is the best
+        finished or stopped hypothesis by mean log-probability. ``beams=1`` is greedy search.
+        """
+        import torch
+
+        model, tok, opts = self.model, self.tokenizer, self.options
+        assert tok is not None
+        n_beams = opts.beams
+        prompt, sot_index = self._prompt()
+        bound = MIN_TOKEN_BOUND + int(TOKENS_PER_SECOND * self.buffered_seconds) - len(self.prefix)
+        limit = min(bound, model.dims.n_text_ctx - len(prompt))
+        suppress, suppress_begin = self._suppressed()
+        with torch.inference_mode():
+            cache = model.new_cache(features)
+            # The whole prompt and the committed tokens in one forward call.
+            logits, attn = decoder_forward(model, torch.tensor([prompt], device=model.device), cache,
+                                           rows=[sot_index, len(prompt) - 1])
+            no_speech = (logits[0, 0].softmax(-1)[tok.no_speech].item()
+                         if tok.no_speech is not None and not self.prefix else 0.0)
+            logits = logits[:, -1]
+            peaks = AttentionPeaks(attn[:, :, :-1])
+            rows = attn[:, :, -1]
+            live, finished = [_Hypothesis()], []
+            stopped: _Hypothesis | None = None
+            reason = "limit"
+            for step in range(max(0, limit)):
+                # Where each hypothesis looks while predicting its next token.
+                attention = peaks.add(rows)
+                frames = [most_attended_frame(row) for row in attention]
+                logits[:, suppress] = float("-inf")
+                if step == 0 and not self.prefix:
+                    logits[:, suppress_begin] = float("-inf")
+                logprobs = logits.log_softmax(-1)
+                top_lp, top_id = logprobs.topk(n_beams + 1, dim=-1)
+                candidates = sorted(
+                    ((h.score + lp, i, t, lp) for i, h in enumerate(live)
+                     for lp, t in zip(top_lp[i].tolist(), top_id[i].tolist(), strict=True)),
+                    key=lambda c: -c[0],
+                )
+                chosen: list[tuple[int, _Token]] = []
+                for _, i, t, lp in candidates:
+                    if t == tok.eot:
+                        if len(finished) < n_beams:
+                            finished.append(live[i])
+                    else:
+                        chosen.append((i, _Token(t, min(frames[i], max(audio_frames - 1, 0)), lp)))
+                        if len(chosen) == n_beams:
+                            break
+                if len(finished) >= n_beams or not chosen:
+                    reason = "eot"
+                    break
+                i = chosen[0][0]
+                if not final and should_stop(attention[i], audio_frames, opts.frame_threshold):
+                    stopped, reason = live[i], "fired"  # the next token lies at the edge: wait
+                    break
+                live = [live[i].extend(token) for i, token in chosen]
+                ids = [t.id for t in self.prefix] + [t.id for t in live[0].tokens]
+                if (keep := repetition_cut(ids)) is not None:
+                    logger.debug("repetition loop cut: %r", tok.decode(ids[keep:]))
+                    stopped, reason = _Hypothesis(live[0].tokens[: max(0, keep - len(self.prefix))]), "loop"
+                    break
+                if n_beams > 1:
+                    index = torch.tensor([i for i, _ in chosen], device=model.device)
+                    cache.reorder(index)
+                    peaks.reorder(index)
+                new = torch.tensor([[token.id] for _, token in chosen], device=model.device)
+                logits, attn = decoder_forward(model, new, cache)
+                logits, rows = logits[:, -1], attn[:, :, -1]
+        if reason == "limit":
+            logger.debug("token bound reached: the update is discarded as a runaway loop")
+            return [], False
+        pool = finished + ([stopped] if stopped is not None else [])
+        result = max(pool, key=lambda h: h.score / max(1, len(h.tokens)), default=_Hypothesis())
+        tokens = result.tokens
+        if tokens and no_speech > NO_SPEECH_THRESHOLD and result.score / len(tokens) < LOGPROB_THRESHOLD:
+            logger.debug("no speech (p=%.2f): %r dropped", no_speech, tok.decode([t.id for t in tokens]))
+            tokens = []
+        return tokens, reason == "eot" and any(result is h for h in finished)
+
+    def _boundary_fires(self, features: Tensor, audio_frames: int) -> bool:
+        """Does the chunk end at a word boundary? (the original's always/never/CIF fire)."""
+        import torch
+
+        if self.options.never_fire:
+            return False
+        if self.cif is None:
+            return True
+        with torch.inference_mode():
+            return fire_at_boundary(features[:, :audio_frames], self.cif)
+
+    # -- words ------------------------------------------------------------------------------------
+    def _piece(self, token: int) -> str:
+        if (piece := self._pieces.get(token)) is None:
+            assert self.tokenizer is not None
+            piece = self._pieces[token] = self.tokenizer.decode([token])
+        return piece
+
+    def _words(self, tokens: Sequence[_Token]) -> list[list[_Token]]:
+        """Group tokens into words: a leading space starts one (no-space scripts: each complete
+        character run is one)."""
+        assert self.tokenizer is not None
+        spaced = self.tokenizer.language_code not in _NO_SPACE_LANGUAGES
+        words: list[list[_Token]] = []
+        for t in tokens:
+            if not words or (self._piece(t.id).startswith(" ") if spaced else self._complete_text(words[-1])):
+                words.append([t])
+            else:
+                words[-1].append(t)
+        return words
+
+    def _complete_text(self, tokens: Sequence[_Token]) -> bool:
+        assert self.tokenizer is not None
+        return "\ufffd" not in self.tokenizer.decode([t.id for t in tokens])
+
+    def _split_last_word(self, tokens: list[_Token]) -> tuple[list[_Token], list[_Token]]:
+        """(committed, withheld): the last word of the new tokens is held back."""
+        words = self._words(tokens)
+        if len(words) <= 1:
+            return [], tokens
+        return tokens[: len(tokens) - len(words[-1])], words[-1]
+
+    def _emit(self, final: bool) -> list[Word]:
+        """Output the committed words that are complete (the next word has begun, or ``final``)."""
+        words = self._words(self.prefix[self.emitted :])
+        spaced = self.tokenizer is None or self.tokenizer.language_code not in _NO_SPACE_LANGUAGES
+        if not final and words and (spaced or not self._complete_text(words[-1])):
+            words = words[:-1]
+        out = []
+        for word in words:
+            self.emitted += len(word)
+            following = self.prefix[self.emitted] if self.emitted < len(self.prefix) else None
+            if (w := self._word(word, following)) is not None:
+                out.append(w)
+                self.last_end = w.end
+        return out
+
+    def _word(
+        self, tokens: Sequence[_Token], following: _Token | None, floor: float | None = None
+    ) -> Word | None:
+        assert self.tokenizer is not None
+        text = self.tokenizer.decode([t.id for t in tokens]).replace("\ufffd", "")
+        if not text.strip():
+            return None
+        audio_end = self.buffer_start + self.buffered_seconds
+        floor = self.last_end if floor is None else floor
+        start = self.buffer_start + tokens[0].frame * FRAME_SECONDS - WORD_START_PAD
+        end = self.buffer_start + tokens[-1].frame * FRAME_SECONDS + WORD_END_PAD
+        if following is not None:  # a word ends before the next begins
+            end = min(end, self.buffer_start + following.frame * FRAME_SECONDS)
+        start = min(max(start, floor), audio_end)
+        end = min(max(end, start), audio_end)
+        probability = math.exp(sum(t.logprob for t in tokens) / len(tokens))
+        return Word(text, round(start, 3), round(end, 3), round(probability, 4))
+
+    def _tentative_words(self) -> tuple[Word, ...]:
+        words, floor = [], self.last_end
+        groups = self._words(self.prefix[self.emitted :] + self.withheld)
+        for i, tokens in enumerate(groups):
+            following = groups[i + 1][0] if i + 1 < len(groups) else None
+            if (w := self._word(tokens, following, floor)) is not None:
+                words.append(w)
+                floor = w.end
+        return tuple(words)
