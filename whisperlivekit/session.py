@@ -164,7 +164,8 @@ class AudioProcessor:
                 handle(self.vad.process(chunk))
                 if speech_start is not None:
                     forward(received)
-            keep_from = max(history_start, min(sent, received - PRE_ROLL_SAMPLES))
+            # Speech has been forwarded up to `received`; only the pre-roll is still needed.
+            keep_from = max(history_start, received - PRE_ROLL_SAMPLES)
             history, history_start = history[keep_from - history_start :], keep_from
         if self.vad is not None:
             handle(self.vad.flush())

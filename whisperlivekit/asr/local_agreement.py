@@ -8,6 +8,7 @@ given to the model as its prompt, so context survives the cut.
 from __future__ import annotations
 
 import re
+from collections import deque
 from collections.abc import Sequence
 from typing import Literal
 
@@ -37,6 +38,8 @@ class HypothesisBuffer:
         self.committed: list[Word] = []  # committed words whose audio is still in the buffer
         self.previous: list[Word] = []  # the last hypothesis after the committed point
         self.last_committed_end = 0.0
+        # Kept across buffer cuts: a word straddling the cut can be heard again after it.
+        self._recent: deque[str] = deque(maxlen=MAX_OVERLAP_WORDS)
 
     def agree(self, hypothesis: Sequence[Word]) -> list[Word]:
         new = self._after_committed(hypothesis)
@@ -62,6 +65,7 @@ class HypothesisBuffer:
     def _commit(self, words: list[Word]) -> None:
         if words:
             self.committed.extend(words)
+            self._recent.extend(_key(w) for w in words)
             self.last_committed_end = words[-1].end
 
     def _after_committed(self, hypothesis: Sequence[Word]) -> list[Word]:
@@ -70,9 +74,9 @@ class HypothesisBuffer:
         if not new or abs(new[0].start - self.last_committed_end) > 1.0:
             return new
         # The hypothesis may repeat the last committed words: drop the longest such n-gram.
-        committed_keys = [_key(w) for w in self.committed[-MAX_OVERLAP_WORDS:]]
-        for n in range(min(len(committed_keys), len(new)), 0, -1):
-            if committed_keys[-n:] == [_key(w) for w in new[:n]]:
+        recent = list(self._recent)
+        for n in range(min(len(recent), len(new)), 0, -1):
+            if recent[-n:] == [_key(w) for w in new[:n]]:
                 return new[n:]
         return new
 
