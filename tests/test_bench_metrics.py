@@ -322,3 +322,103 @@ async def test_client_webm_mode():
     assert sizes[-1] == 0 and all(sizes[:-1]) and 1000 < sum(sizes) < 32000  # compressed, no empty chunk
     assert 0.15 <= res.t_end_of_audio <= 0.5  # 1 s of audio at 4x
     assert res_fast.error is None and res_fast.t_end_of_audio < 0.1
+
+
+def test_map_pieces_to_words_hand_made():
+    from whisperlivekit.bench.alignment import _map_pieces_to_words
+
+    # Whisper pieces: " And", " so", ",", " Ameri", "cans", "." with known times
+    pieces = [
+        {"word": " And", "start": 0.0, "end": 0.3},
+        {"word": " so", "start": 0.3, "end": 0.6},
+        {"word": ",", "start": 0.6, "end": 1.4},  # punctuation absorbs the pause after "so"
+        {"word": " Ameri", "start": 1.4, "end": 1.8},
+        {"word": "cans", "start": 1.8, "end": 2.2},
+        {"word": ".", "start": 2.2, "end": 3.0},
+    ]
+    words = _map_pieces_to_words(pieces, ["And", "so,", "Americans."], duration=2.5)
+    assert [(w.word, w.start, w.end) for w in words] == [
+        ("And", 0.0, 0.3),
+        ("so,", 0.3, 0.6),  # not 1.4: the comma's time is not the word's
+        ("Americans.", 1.4, 2.2),  # sub-word pieces joined
+    ]
+    # times are clipped to the audio
+    late = _map_pieces_to_words([{"word": " end", "start": 2.0, "end": 9.0}], ["end"], duration=3.0)
+    assert late[0].end == 3.0
+
+
+# --- summaries of several streams and the capacity search ---------------------------------------------
+
+
+def _report(lag: float | None, latencies: list[float], wer: float = 0.1, error: str | None = None):
+    rep = metrics.StreamReport(wer=wer, lag_growth=lag, drain_s=0.5, error=error, audio_duration_s=10.0)
+    rep.words = [
+        metrics.WordLatency("w", "w", float(i), float(i) + x, float(i) + x) for i, x in enumerate(latencies)
+    ]
+    return rep
+
+
+def test_summarize_pools_words_and_takes_the_worst_stream():
+    a, b = _report(0.2, [1.0, 2.0], wer=0.1), _report(0.8, [3.0, 4.0], wer=0.3)
+    a.peak_rss_mb = 300.0
+    s = metrics.summarize([a, b])
+    assert s["n_streams"] == 2 and s["n_errors"] == 0 and s["n_timed_words"] == 4
+    assert s["wer"] == pytest.approx(0.2)
+    assert s["committed_p50"] == pytest.approx(2.5)  # median of 1, 2, 3, 4
+    assert s["lag_growth"] == pytest.approx(0.8) and s["peak_rss_mb"] == 300.0
+    failed = metrics.summarize([a, _report(None, [], error="boom")])
+    assert failed["n_errors"] == 1 and failed["lag_growth"] is None
+
+
+async def test_capacity_search_stops_at_the_first_failure():
+    from whisperlivekit.bench.runner import capacity_search
+
+    asked: list[int] = []
+
+    async def run_round(n: int) -> list[metrics.StreamReport]:
+        asked.append(n)
+        lag = 0.1 * n if n <= 3 else 2.5  # keeps up with 1..3 streams
+        return [_report(lag, [1.0]) for _ in range(n)]
+
+    capacity, rounds = await capacity_search(run_round, max_streams=8, pause_s=0)
+    assert capacity == 3 and asked == [1, 2, 3, 4]
+    assert [r.ok for r in rounds] == [True, True, True, False]
+    assert rounds[3].lag_growth == [2.5] * 4 and "lag growth 2.50 s" in rounds[3].reason
+    # an error or a missing lag growth fails a round even when the others keep up
+    capacity, rounds = await capacity_search(
+        lambda n: asyncio.sleep(0, [_report(0.1, [1.0]), _report(0.1, [1.0], error="closed")][:n]), pause_s=0
+    )
+    assert capacity == 1 and "closed" in rounds[1].reason
+    capacity, _ = await capacity_search(lambda n: asyncio.sleep(0, [_report(None, [])]), pause_s=0)
+    assert capacity == 0
+    capacity, rounds = await capacity_search(lambda n: asyncio.sleep(0, [_report(0.0, [1.0])]), max_streams=2)
+    assert capacity == 2 and len(rounds) == 2
+
+
+def test_rss_figures():
+    from whisperlivekit.bench.runner import rss_figures
+
+    samples = [(0.0, 100.0), (4.0, 300.0), (6.0, 200.0), (8.0, 210.0), (12.0, 150.0)]
+    assert rss_figures(samples, 10.0) == (300.0, pytest.approx(205.0))  # steady: median over 5..10 s
+    assert rss_figures([], 10.0) == (None, None)
+
+
+def test_urls():
+    from whisperlivekit.bench.runner import health_url, with_query
+
+    assert health_url("ws://127.0.0.1:8000/asr?language=en") == "http://127.0.0.1:8000/health"
+    assert health_url("wss://host/asr") == "https://host/health"
+    assert with_query("ws://h:1/asr", language="en") == "ws://h:1/asr?language=en"
+    assert with_query("ws://h:1/asr?language=de", language="en") == "ws://h:1/asr?language=en&language=de"
+
+
+def test_first_fitting_utterances():
+    from whisperlivekit.bench.dataset import Utterance, first_fitting
+
+    rows = [
+        Utterance(path=None, rel_path=f"s/{i}", duration_s=d, language="en", reference="x", ref_type="human")
+        for i, d in enumerate([50.0, 60.0, 69.0, 30.0])
+    ]
+    assert first_fitting(rows, 180.0, gap_s=0.3) == 3  # 50 + 0.3 + 60 + 0.3 + 69 = 179.6
+    assert first_fitting(rows, 179.0, gap_s=0.3) == 2
+    assert first_fitting(rows, 10.0) == 1  # at least one utterance

@@ -51,6 +51,9 @@ def test_german_detected_once_and_transcribed(base_engine, eval_root) -> None:
 
 def test_session_language_overrides_the_server_default(base_engine, jfk_wav) -> None:
     lines, text = asyncio.run(transcribe(base_engine, load_audio(jfk_wav), "en"))
-    reference = "and so my fellow americans ask not what your country can do for you ask what you can do for your country"
+    reference = (
+        "and so my fellow americans ask not what your country can do for you "
+        "ask what you can do for your country"
+    )
     assert wer(reference, text) <= 0.15, text
     assert {line["detected_language"] for line in lines} == {None}  # fixed, not detected

@@ -148,6 +148,12 @@ def test_bad_clients_leave_other_sessions_alone(webm_server, jfk) -> None:
     assert health.status_code == 200
 
 
+def test_unknown_or_impossible_language_is_refused(pcm_server) -> None:
+    for language, reason in (("klingon", "unknown language"), ("de", "English-only")):
+        messages = run(send_raw(f"{pcm_server.ws}?language={language}", []))
+        assert messages[-1]["type"] == "error" and reason in messages[-1]["error"]
+
+
 def test_random_pcm_is_just_noise(pcm_server) -> None:
     noise = os.urandom(16000 * 2 * 3 + 1)  # odd length on purpose
     messages = run(send_raw(pcm_server.ws, [noise[i : i + 3201] for i in range(0, len(noise), 3201)] + [b""]))

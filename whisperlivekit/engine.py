@@ -71,9 +71,22 @@ class TranscriptionEngine:
         return self.backend is not None
 
     def new_policy(self, language: str | None = None) -> StreamingPolicy:
-        cfg = self.config
-        factory = _POLICIES[cfg.backend_policy]
-        return factory(self, language or cfg.language)
+        """A policy for one session; raises ValueError for a language the model cannot do."""
+        language = self.check_language(language or self.config.language)
+        return _POLICIES[self.config.backend_policy](self, language)
+
+    def check_language(self, language: str) -> str:
+        from faster_whisper.tokenizer import _LANGUAGE_CODES
+
+        if language == "auto" or language == "en":
+            return language
+        if language not in _LANGUAGE_CODES:
+            raise ValueError(
+                f"unknown language {language!r}: use a Whisper language code (en, de, ...) or auto"
+            )
+        if self.model_files is not None and not self.model_files.multilingual:
+            raise ValueError(f"model {self.config.model} is English-only: it cannot transcribe {language!r}")
+        return language
 
     def new_vad(self) -> StreamingVAD | None:
         if self.vad_model is None:

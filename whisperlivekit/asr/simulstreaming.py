@@ -33,6 +33,7 @@ described there).
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import math
 import threading
@@ -72,7 +73,10 @@ LOGPROB_THRESHOLD = -1.0
 TOKENS_PER_SECOND = 15
 MIN_TOKEN_BOUND = 20
 REPETITIONS = 3  # the same n-gram this many times at the end is a loop
-MAX_NGRAM = 16
+MAX_NGRAM = 64  # a repeated sentence is a long n-gram
+# A word attended this far before the previous word is a loop re-reading the audio (the original's
+# rewind_threshold is 200; legit steps back seen here are < 25 frames, punctuation aside).
+REWIND_FRAMES = 100
 TEXT_ROOM = 64  # decoder positions kept free for new tokens when the context is long
 # Word times from attention peaks: the peak of a token sits inside its audio, so widen a little.
 WORD_START_PAD = 0.1
@@ -327,6 +331,7 @@ class _Token:
 class _Hypothesis:
     tokens: list[_Token] = field(default_factory=list)
     score: float = 0.0  # sum of log-probabilities
+    ended: bool = False  # closed by EOT (whose log-probability is in the score)
 
     def extend(self, token: _Token) -> _Hypothesis:
         return _Hypothesis([*self.tokens, token], self.score + token.logprob)
@@ -572,10 +577,10 @@ class SimulStreamingPolicy(StreamingPolicy):
                     key=lambda c: -c[0],
                 )
                 chosen: list[tuple[int, _Token]] = []
-                for _, i, t, lp in candidates:
+                for score, i, t, lp in candidates:
                     if t == tok.eot:
-                        if len(finished) < n_beams:
-                            finished.append(live[i])
+                        if len(finished) < n_beams:  # EOT counts as a token in the mean log-prob
+                            finished.append(_Hypothesis(live[i].tokens, score, ended=True))
                     else:
                         chosen.append((i, _Token(t, min(frames[i], max(audio_frames - 1, 0)), lp)))
                         if len(chosen) == n_beams:
@@ -586,6 +591,9 @@ class SimulStreamingPolicy(StreamingPolicy):
                 i = chosen[0][0]
                 if not final and should_stop(attention[i], audio_frames, opts.frame_threshold):
                     stopped, reason = live[i], "fired"  # the next token lies at the edge: wait
+                    break
+                if self._rewinds(live[i], chosen[0][1]):
+                    stopped, reason = live[i], "rewind"
                     break
                 live = [live[i].extend(token) for i, token in chosen]
                 ids = [t.id for t in self.prefix] + [t.id for t in live[0].tokens]
@@ -604,12 +612,24 @@ class SimulStreamingPolicy(StreamingPolicy):
             logger.debug("token bound reached: the update is discarded as a runaway loop")
             return [], False
         pool = finished + ([stopped] if stopped is not None else [])
-        result = max(pool, key=lambda h: h.score / max(1, len(h.tokens)), default=_Hypothesis())
+        result = max(pool, key=lambda h: h.score / max(1, len(h.tokens) + h.ended), default=_Hypothesis())
         tokens = result.tokens
         if tokens and no_speech > NO_SPEECH_THRESHOLD and result.score / len(tokens) < LOGPROB_THRESHOLD:
             logger.debug("no speech (p=%.2f): %r dropped", no_speech, tok.decode([t.id for t in tokens]))
             tokens = []
-        return tokens, reason == "eot" and any(result is h for h in finished)
+        return tokens, result.ended
+
+    def _rewinds(self, hypothesis: _Hypothesis, token: _Token) -> bool:
+        """Attention jumping far back means re-reading audio already transcribed: a loop."""
+        if not any(c.isalnum() for c in self._piece(token.id)):
+            return False  # punctuation peaks wander; words do not
+        for t in itertools.chain(reversed(hypothesis.tokens), reversed(self.prefix)):
+            if any(c.isalnum() for c in self._piece(t.id)):
+                if token.frame < t.frame - REWIND_FRAMES:
+                    logger.debug("attention went back %d frames: stop", t.frame - token.frame)
+                    return True
+                return False
+        return False
 
     def _boundary_fires(self, features: Tensor, audio_frames: int) -> bool:
         """Does the chunk end at a word boundary? (the original's always/never/CIF fire)."""

@@ -140,9 +140,25 @@ def load_set(
     manifest: str | Path | None = None,
     ref_type: str = "human",
     gap_s: float = GAP_S,
+    max_duration_s: float | None = None,
 ) -> LongStream:
-    """The long stream of a set: e.g. `load_set("en/hifitts_6097")`, first `limit` utterances only."""
+    """The long stream of a set: e.g. `load_set("en/hifitts_6097")`, first `limit` utterances only, and
+    only the first utterances that fit in `max_duration_s` (at least one) when given."""
     rows = select(load_manifest(manifest), set_name, ref_type)
     if not rows:
         raise ValueError(f"no {ref_type!r} rows under {set_name!r} in the manifest")
-    return build_long_stream(rows[:limit] if limit else rows, name=set_name.strip("/"), gap_s=gap_s)
+    rows = rows[:limit] if limit else rows
+    if max_duration_s is not None:
+        rows = rows[: first_fitting(rows, max_duration_s, gap_s)]
+    return build_long_stream(rows, name=set_name.strip("/"), gap_s=gap_s)
+
+
+def first_fitting(rows: list[Utterance], max_duration_s: float, gap_s: float = GAP_S) -> int:
+    """How many leading utterances (manifest durations, gaps between) fit in `max_duration_s`; at least 1."""
+    total, n = 0.0, 0
+    for u in rows:
+        total += u.duration_s + (gap_s if n else 0.0)
+        if total > max_duration_s and n:
+            break
+        n += 1
+    return n

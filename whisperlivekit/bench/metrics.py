@@ -307,3 +307,44 @@ def _snapshots(updates: Sequence[Message], language: str, with_buffer: bool) -> 
             seen[text] = normalize_words(text.split(), language)[0]
         out.append((m.t, seen[text]))
     return out
+
+
+def summarize(reports: Sequence[StreamReport]) -> dict[str, float | int | None]:
+    """Figures of N simultaneous replays of one stream: latencies pooled over the words of all streams,
+    the mean WER, and the worst stream for lag growth and drain (capacity asks that every stream keeps up).
+    Offline WER/RTF and RSS are per server, so they come from the first report that has them."""
+    words = [w for r in reports for w in r.words]
+    com = [w.committed_latency for w in words]
+    fst = [w.first_latency for w in words]
+
+    def mean(values: list[float | None]) -> float | None:
+        known = [v for v in values if v is not None]
+        return float(np.mean(known)) if known else None
+
+    def worst(values: list[float | None]) -> float | None:
+        known = [v for v in values if v is not None]
+        return max(known) if known else None
+
+    def first(name: str) -> float | None:
+        return next((getattr(r, name) for r in reports if getattr(r, name) is not None), None)
+
+    return {
+        "n_streams": len(reports),
+        "n_errors": sum(1 for r in reports if r.error),
+        "audio_duration_s": reports[0].audio_duration_s if reports else None,
+        "wer": mean([r.wer for r in reports]),
+        "offline_wer": first("offline_wer"),
+        "committed_p50": _pct(com, 50),
+        "committed_p90": _pct(com, 90),
+        "first_p50": _pct(fst, 50),
+        "first_p90": _pct(fst, 90),
+        # a stream that errored has no lag growth: None then, not the best of the others
+        "lag_growth": None
+        if any(r.lag_growth is None for r in reports)
+        else worst([r.lag_growth for r in reports]),
+        "drain_s": None if any(r.drain_s is None for r in reports) else worst([r.drain_s for r in reports]),
+        "offline_rtf": first("offline_rtf"),
+        "peak_rss_mb": first("peak_rss_mb"),
+        "steady_rss_mb": first("steady_rss_mb"),
+        "n_timed_words": len(words),
+    }

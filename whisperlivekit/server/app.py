@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 CLOSE_NORMAL = 1000
 CLOSE_UNSUPPORTED_DATA = 1003
 CLOSE_INVALID_PAYLOAD = 1007
+CLOSE_POLICY_VIOLATION = 1008
 CLOSE_INTERNAL_ERROR = 1011
 
 
@@ -82,9 +83,13 @@ def create_app(engine: TranscriptionEngine | None = None, config: Config | None 
 async def run_session(websocket: WebSocket, engine: TranscriptionEngine) -> None:
     """Pump one client's audio into an AudioProcessor and its updates back out."""
     params = websocket.query_params
-    processor = AudioProcessor(
-        engine, language=params.get("language"), target_language=params.get("target_language")
-    )
+    try:
+        processor = AudioProcessor(
+            engine, language=params.get("language"), target_language=params.get("target_language")
+        )
+    except ValueError as error:
+        await _refuse(websocket, str(error), CLOSE_POLICY_VIOLATION)
+        return
     await websocket.send_json({"type": "config", "useAudioWorklet": processor.pcm_input})
     if processor.target_language:
         await websocket.send_json(
