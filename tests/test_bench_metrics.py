@@ -393,6 +393,8 @@ async def test_capacity_search_stops_at_the_first_failure():
     assert capacity == 0
     capacity, rounds = await capacity_search(lambda n: asyncio.sleep(0, [_report(0.0, [1.0])]), max_streams=2)
     assert capacity == 2 and len(rounds) == 2
+    capacity, rounds = await capacity_search(run_round, start=3, pause_s=0)  # resumed: 1 and 2 passed before
+    assert capacity == 3 and [r.n for r in rounds] == [3, 4]
 
 
 def test_rss_figures():

