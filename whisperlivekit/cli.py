@@ -1,4 +1,4 @@
-"""`wlk`: serve (default), transcribe files."""
+"""`wlk`: serve (default), transcribe files, bench."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ import logging
 import sys
 from pathlib import Path
 
+from whisperlivekit.bench.cli import add_bench_parser, run_bench
 from whisperlivekit.config import Config, add_config_arguments, config_from_args
 from whisperlivekit.output.formats import FORMATS
 
-COMMANDS = ("serve", "transcribe")
+COMMANDS = ("serve", "transcribe", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     transcribe.add_argument("--format", choices=FORMATS, default="text")
     transcribe.add_argument("-o", "--output", type=Path, help="Output file (one input) or directory.")
     add_config_arguments(transcribe)
+    add_bench_parser(commands)
     return parser
 
 
@@ -31,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] not in (*COMMANDS, "-h", "--help"):
         argv.insert(0, "serve")
     args = build_parser().parse_args(argv)
+    if args.command == "bench":
+        return run_bench(args)
     config = config_from_args(args)
     logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "transcribe":
