@@ -66,11 +66,12 @@ class LiveServer:
         return f"ws://127.0.0.1:{self.port}/asr"
 
 
-@pytest.fixture(scope="session")
-def pcm_engine():
+@pytest.fixture(scope="session", params=["simulstreaming", "localagreement"])
+def pcm_engine(request):
+    """One engine per streaming policy: every raw-PCM server test runs on both."""
     from whisperlivekit import TranscriptionEngine
 
-    engine = TranscriptionEngine(pcm_input=True)
+    engine = TranscriptionEngine(pcm_input=True, backend_policy=request.param)
     yield engine
     engine.close()
 

@@ -76,7 +76,7 @@ def test_policy_trims_the_buffer_and_keeps_context_in_the_prompt() -> None:
         committed += policy.process().committed
     assert texts(committed) == ["a", "b", "c"]
     # The buffer passed 2.5 s, so it was cut after the last committed word ("c" ends at 3.0 s).
-    assert policy.buffer_start == 3.0 and policy.buffered_seconds == 0.0
+    assert policy.buffer.start == 3.0 and policy.buffered_seconds == 0.0
     assert policy.context == "a b c"
     policy.insert_audio(second(), 3.0)
     output = policy.finish()

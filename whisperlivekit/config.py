@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args, get_type_hints
 
+MIN_CHUNK_DEFAULTS = {"simulstreaming": 0.5, "localagreement": 1.0}
+
 
 def opt(default: Any, help: str, *flags: str, choices: tuple[str, ...] | None = None) -> Any:
     """A config field with its CLI help; extra flags are aliases (e.g. --lan)."""
@@ -42,18 +44,49 @@ class Config:
     threads: int = opt(0, "CPU threads per model call (0: all cores).")
 
     # Streaming policy
-    backend_policy: Literal["localagreement"] = opt(
-        "localagreement", "Streaming policy.", "--policy", choices=("localagreement",)
+    backend_policy: Literal["simulstreaming", "localagreement"] = opt(
+        "localagreement",
+        "Streaming policy: simulstreaming (AlignAtt, lowest latency) or localagreement "
+        "(LocalAgreement-2: commit what two consecutive hypotheses agree on).",
+        "--policy",
     )
-    min_chunk_size: float = opt(
-        1.0, "Seconds of new audio to gather before the next model update.", "--min-chunk"
+    min_chunk_size: float | None = opt(
+        None,
+        "Seconds of new audio to gather before the next model update "
+        f"(default: {MIN_CHUNK_DEFAULTS['simulstreaming']} for simulstreaming, "
+        f"{MIN_CHUNK_DEFAULTS['localagreement']} for localagreement).",
+        "--min-chunk",
     )
-    buffer_trimming: Literal["segment", "sentence"] = opt(
-        "segment", "Where the audio buffer is cut once it is too long.", choices=("segment", "sentence")
-    )
-    buffer_trimming_sec: float = opt(15.0, "Audio buffer length (s) past which it is trimmed.")
     init_prompt: str | None = opt(None, "Text given to the model as if it had been said before.")
     beams: int = opt(1, "Beam size (1: greedy).")
+
+    # LocalAgreement
+    buffer_trimming: Literal["segment", "sentence"] = opt(
+        "segment", "Where the audio buffer is cut once it is too long."
+    )
+    buffer_trimming_sec: float = opt(15.0, "Audio buffer length (s) past which it is trimmed.")
+
+    # SimulStreaming
+    frame_threshold: int = opt(
+        25, "AlignAtt: stop emitting when attention is this many 20 ms frames from the audio's end."
+    )
+    audio_max_len: float = opt(30.0, "Seconds of audio the decoder sees; past it committed audio is cut.")
+    audio_min_len: float = opt(0.0, "Seconds of audio before the first update of an utterance.")
+    static_init_prompt: str | None = opt(
+        None, "Text always kept at the start of the context (names, terms); never scrolls out."
+    )
+    max_context_tokens: int | None = opt(
+        None, "Tokens of committed text carried as context across windows (default: Whisper's 223)."
+    )
+    never_fire: bool = opt(
+        False, "Always withhold the last decoded word until the next update (no end-of-word model)."
+    )
+    cif_ckpt_path: str | None = opt(
+        None, "End-of-word CIF checkpoint (Simul-Whisper); without it the attention rule alone decides."
+    )
+    custom_alignment_heads: str | None = opt(
+        None, "Alignment heads as 'layer,head;layer,head...' (default: from the model's files)."
+    )
 
     # Voice activity detection
     vac: bool = opt(True, "Voice activity detection: silence is not transcribed.")
@@ -65,10 +98,32 @@ class Config:
     log_level: str = opt("INFO", "Logging level.", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
 
     def __post_init__(self) -> None:
-        if self.min_chunk_size <= 0:
+        if self.min_chunk_size is not None and self.min_chunk_size <= 0:
             raise ValueError("min_chunk_size must be > 0")
         if self.beams < 1:
             raise ValueError("beams must be >= 1")
+        if self.frame_threshold < 0:
+            raise ValueError("frame_threshold must be >= 0")
+        if self.audio_max_len <= 1.0:
+            raise ValueError("audio_max_len must be > 1 s")
+        self.alignment_heads  # noqa: B018 -- a malformed value fails here, not in the first session
+
+    @property
+    def chunk_seconds(self) -> float:
+        """The model update interval: `min_chunk_size`, or the policy's default."""
+        return self.min_chunk_size or MIN_CHUNK_DEFAULTS[self.backend_policy]
+
+    @property
+    def alignment_heads(self) -> list[tuple[int, int]] | None:
+        if not self.custom_alignment_heads:
+            return None
+        try:
+            pairs = [p.split(",") for p in self.custom_alignment_heads.replace(" ", "").split(";") if p]
+            return [(int(layer), int(head)) for layer, head in pairs]
+        except ValueError:
+            raise ValueError(
+                f"custom_alignment_heads {self.custom_alignment_heads!r}: expected 'layer,head;layer,head'"
+            ) from None
 
     @property
     def cpu_threads(self) -> int:
@@ -126,7 +181,9 @@ def _literal_choices(kind: Any) -> tuple[str, ...] | None:
 
 
 def _scalar_type(kind: Any) -> type:
+    """int, float or str, unwrapping `X | None`."""
+    kinds = [k for k in get_args(kind) if k is not type(None)] or [kind]
     for candidate in (int, float):
-        if kind is candidate:
+        if kinds[0] is candidate:
             return candidate
     return str

@@ -9,7 +9,9 @@ import asyncio
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+
+import numpy as np
 
 from whisperlivekit.config import Config
 
@@ -27,7 +29,8 @@ class TranscriptionEngine:
         base = config or Config()
         self.config = base.replace(**options) if options else base
         self.model_files: ModelFiles | None = None
-        self.backend: ASRBackend | None = None
+        self.backend: ASRBackend | None = None  # CTranslate2: files, LocalAgreement
+        self.policy_model: Any = None  # what the policy's sessions share (its kind's `load`)
         self.vad_model: SileroVADModel | None = None
         # One worker: on a CPU, concurrent model calls only fight over the same cores.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wlk-model")
@@ -39,22 +42,26 @@ class TranscriptionEngine:
         cfg = self.config
         self.model_files = resolve_model(cfg.model, cfg.model_path, cache_dir=cfg.model_cache_dir)
         logger.info("model %s from %s (%s)", cfg.model, self.model_files.path, self.model_files.source)
-        self.backend = self._load_backend()
-        self.backend.warmup()
+        kind = _POLICIES[cfg.backend_policy]
+        if self.model_files.format == "ctranslate2":
+            self.backend = self._load_backend()
+            self.backend.warmup()
+        elif kind.needs_ctranslate2:
+            raise ValueError(
+                f"the {cfg.backend_policy} policy runs on CTranslate2 weights; {self.model_files.path} is an "
+                f"{self.model_files.format} checkpoint (convert it with ct2-transformers-converter)"
+            )
+        self.policy_model = kind.load(self)
         if cfg.vac:
             from whisperlivekit.audio.vad import SileroVADModel
 
             self.vad_model = SileroVADModel()
 
     def _load_backend(self) -> ASRBackend:
+        from whisperlivekit.asr.faster_whisper import FasterWhisperBackend
+
         files = self.model_files
         assert files is not None
-        if files.format != "ctranslate2":
-            raise ValueError(
-                f"the {self.config.backend_policy} policy runs on CTranslate2 weights; {files.path} is an "
-                f"{files.format} checkpoint (convert it with ct2-transformers-converter)"
-            )
-        from whisperlivekit.asr.faster_whisper import FasterWhisperBackend
 
         cfg = self.config
         return FasterWhisperBackend(
@@ -68,12 +75,21 @@ class TranscriptionEngine:
 
     @property
     def ready(self) -> bool:
-        return self.backend is not None
+        return self.policy_model is not None
+
+    def file_backend(self) -> ASRBackend:
+        """The backend for whole recordings (`wlk transcribe`, REST): CTranslate2's batched decoding."""
+        if self.backend is None:
+            raise ValueError(
+                f"file transcription runs on CTranslate2 weights; {self.config.model} was loaded from a "
+                "non-CTranslate2 checkpoint (convert it with ct2-transformers-converter)"
+            )
+        return self.backend
 
     def new_policy(self, language: str | None = None) -> StreamingPolicy:
         """A policy for one session; raises ValueError for a language the model cannot do."""
         language = self.check_language(language or self.config.language)
-        return _POLICIES[self.config.backend_policy](self, language)
+        return _POLICIES[self.config.backend_policy].new(self, language)
 
     def check_language(self, language: str) -> str:
         from faster_whisper.tokenizer import _LANGUAGE_CODES
@@ -105,13 +121,20 @@ class TranscriptionEngine:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
+class PolicyKind(NamedTuple):
+    """A streaming policy as the engine sees it: one module in whisperlivekit/asr/ and these two calls."""
+
+    load: Callable[[TranscriptionEngine], Any]  # the model its sessions share, loaded once
+    new: Callable[[TranscriptionEngine, str], StreamingPolicy]  # one session's state
+    needs_ctranslate2: bool
+
+
 def _local_agreement(engine: TranscriptionEngine, language: str) -> StreamingPolicy:
     from whisperlivekit.asr.local_agreement import LocalAgreementPolicy
 
     cfg = engine.config
-    assert engine.backend is not None
     return LocalAgreementPolicy(
-        engine.backend,
+        engine.policy_model,
         language=language,
         init_prompt=cfg.init_prompt,
         buffer_trimming=cfg.buffer_trimming,
@@ -119,7 +142,49 @@ def _local_agreement(engine: TranscriptionEngine, language: str) -> StreamingPol
     )
 
 
-# A policy is one factory here and one module in whisperlivekit/asr/.
-_POLICIES: dict[str, Callable[[TranscriptionEngine, str], StreamingPolicy]] = {
-    "localagreement": _local_agreement,
+def _load_simulstreaming(engine: TranscriptionEngine) -> Any:
+    import torch
+
+    from whisperlivekit.asr.simulstreaming import load_simulstreaming_model
+
+    cfg, files = engine.config, engine.model_files
+    assert files is not None
+    # Process-wide, like CTranslate2's own pool: the one model thread uses these cores.
+    torch.set_num_threads(cfg.cpu_threads)
+    device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = "float16" if device.startswith("cuda") else "float32"
+    shared = load_simulstreaming_model(files.path, device=device, dtype=dtype,
+                                       alignment_heads=cfg.alignment_heads)
+    # The first forward pays for lazy initialisation; do it before the first session does.
+    warm = _simulstreaming(engine, "en", shared)
+    warm.insert_audio(np.zeros(16000, dtype=np.float32), 0.0)
+    warm.process()
+    warm.finish()
+    return shared
+
+
+def _simulstreaming(engine: TranscriptionEngine, language: str, shared: Any = None) -> StreamingPolicy:
+    from whisperlivekit.asr.simulstreaming import SimulStreamingOptions, SimulStreamingPolicy
+
+    cfg = engine.config
+    options = SimulStreamingOptions(
+        frame_threshold=cfg.frame_threshold,
+        beams=cfg.beams,
+        audio_max_len=cfg.audio_max_len,
+        audio_min_len=cfg.audio_min_len,
+        init_prompt=cfg.init_prompt,
+        static_init_prompt=cfg.static_init_prompt,
+        max_context_tokens=cfg.max_context_tokens,
+        never_fire=cfg.never_fire,
+        cif_ckpt_path=cfg.cif_ckpt_path,
+        language=language,
+        task=cfg.task,
+    )
+    return SimulStreamingPolicy(shared or engine.policy_model, options)
+
+
+# A policy is one entry here and one module in whisperlivekit/asr/.
+_POLICIES: dict[str, PolicyKind] = {
+    "localagreement": PolicyKind(lambda engine: engine.backend, _local_agreement, needs_ctranslate2=True),
+    "simulstreaming": PolicyKind(_load_simulstreaming, _simulstreaming, needs_ctranslate2=False),
 }

@@ -174,7 +174,7 @@ class AudioProcessor:
 
     async def _transcribe(self) -> None:
         """Policy updates whenever enough new speech has arrived and the model is free."""
-        min_chunk = self.engine.config.min_chunk_size
+        min_chunk = self.engine.config.chunk_seconds
         while True:
             items = [await self._pipeline.get()]
             while not self._pipeline.empty():

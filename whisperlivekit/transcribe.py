@@ -23,7 +23,7 @@ def transcribe_file(
 ) -> Transcript:
     from tqdm import tqdm
 
-    assert engine.backend is not None
+    backend = engine.file_backend()
     audio = load_audio(path)
     duration = len(audio) / SAMPLE_RATE
     language = language or engine.config.language
@@ -34,7 +34,7 @@ def transcribe_file(
         desc=os.fspath(path)[-40:],
         disable=not progress or duration < PROGRESS_MIN_SECONDS,
     ) as bar:
-        words = engine.backend.transcribe_file(
+        words = backend.transcribe_file(
             audio, language=None if language == "auto" else language, vad_filter=engine.config.vac
         )
         for word in words:

@@ -38,6 +38,56 @@ class ASRBackend(ABC):
         self.transcribe(np.zeros(self.sample_rate, dtype=np.float32), language="en")
 
 
+class AudioBuffer:
+    """The speech a policy holds: samples, the stream time of the first one, and how much is new.
+
+    Audio is contiguous within an utterance; after `clear` the next `append` sets a new start.
+    """
+
+    sample_rate = 16000
+
+    def __init__(self) -> None:
+        self.samples = np.zeros(0, dtype=np.float32)
+        self.start = 0.0  # stream time of samples[0]
+        self.pending = 0  # samples appended since the last `take_pending`
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def seconds(self) -> float:
+        return len(self.samples) / self.sample_rate
+
+    @property
+    def end(self) -> float:
+        return self.start + self.seconds
+
+    @property
+    def pending_seconds(self) -> float:
+        return self.pending / self.sample_rate
+
+    def append(self, samples: np.ndarray, start: float) -> None:
+        if not len(self.samples):
+            self.start = start
+        self.samples = np.concatenate([self.samples, np.asarray(samples, dtype=np.float32)])
+        self.pending += len(samples)
+
+    def take_pending(self) -> int:
+        """Mark everything as seen by the model; returns how many samples were new."""
+        pending, self.pending = self.pending, 0
+        return pending
+
+    def drop_first(self, count: int) -> None:
+        """Forget the first `count` samples (the buffer's start moves forward)."""
+        count = max(0, min(count, len(self.samples)))
+        self.samples = self.samples[count:]
+        self.start += count / self.sample_rate
+
+    def clear(self) -> None:
+        self.samples = self.samples[:0]
+        self.pending = 0
+
+
 class StreamingPolicy(ABC):
     """Per-session state that turns a growing audio buffer into committed words.
 

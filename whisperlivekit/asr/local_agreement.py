@@ -14,7 +14,7 @@ from typing import Literal
 
 import numpy as np
 
-from whisperlivekit.asr.base import ASRBackend, StreamingPolicy, words_text
+from whisperlivekit.asr.base import ASRBackend, AudioBuffer, StreamingPolicy, words_text
 from whisperlivekit.messages import PolicyOutput, Word
 
 SAMPLE_RATE = 16000
@@ -97,25 +97,20 @@ class LocalAgreementPolicy(StreamingPolicy):
         self.buffer_trimming = buffer_trimming
         self.buffer_trimming_sec = min(buffer_trimming_sec, MAX_BUFFER_SECONDS)
         self.hypothesis = HypothesisBuffer()
-        self.audio = np.zeros(0, dtype=np.float32)
-        self.buffer_start = 0.0
+        self.buffer = AudioBuffer()
         self.context = (init_prompt or "").strip()  # committed text that has left the buffer
         self.detected_language: str | None = None
-        self._pending_samples = 0
 
     @property
     def pending_seconds(self) -> float:
-        return self._pending_samples / SAMPLE_RATE
+        return self.buffer.pending_seconds
 
     @property
     def buffered_seconds(self) -> float:
-        return len(self.audio) / SAMPLE_RATE
+        return self.buffer.seconds
 
     def insert_audio(self, samples: np.ndarray, start: float) -> None:
-        if not len(self.audio):
-            self.buffer_start = start
-        self.audio = np.concatenate([self.audio, samples.astype(np.float32, copy=False)])
-        self._pending_samples += len(samples)
+        self.buffer.append(samples, start)
 
     def process(self) -> PolicyOutput:
         committed = self.hypothesis.agree(self._transcribe())
@@ -123,23 +118,24 @@ class LocalAgreementPolicy(StreamingPolicy):
         return PolicyOutput(tuple(committed), tuple(self.hypothesis.previous))
 
     def finish(self) -> PolicyOutput:
-        latest = self._transcribe(final=True) if self._pending_samples else None
+        latest = self._transcribe(final=True) if self.buffer.pending else None
         committed = self.hypothesis.commit_all(latest)
         self._move_to_context(self.hypothesis.committed)
         self.hypothesis.committed = []
-        self.audio = self.audio[:0]
+        self.buffer.clear()
         return PolicyOutput(tuple(committed), ())
 
     def _transcribe(self, final: bool = False) -> list[Word]:
-        self._pending_samples = 0
+        self.buffer.take_pending()
+        audio = self.buffer.samples
         if self.detect_language and (final or self.buffered_seconds >= LANGUAGE_DETECTION_SECONDS):
-            self.language, _ = self.backend.detect_language(self.audio)
+            self.language, _ = self.backend.detect_language(audio)
             self.detected_language = self.language
             self.detect_language = False
         if self.detect_language:
             return []  # wait for enough audio to tell the language
-        words = self.backend.transcribe(self.audio, prompt=self._prompt(), language=self.language)
-        return [w.shifted(self.buffer_start) for w in words]
+        words = self.backend.transcribe(audio, prompt=self._prompt(), language=self.language)
+        return [w.shifted(self.buffer.start) for w in words]
 
     def _prompt(self) -> str:
         return self.context[-PROMPT_CHARS:]
@@ -161,14 +157,10 @@ class LocalAgreementPolicy(StreamingPolicy):
             self.hypothesis.forget_before(committed[cut_index].end)
         elif self.buffered_seconds > MAX_BUFFER_SECONDS:
             # Nothing committed in 28 s of "speech": it is noise to the model; keep the recent part.
-            self._cut(self.buffer_start + self.buffered_seconds - self.buffer_trimming_sec)
+            self._cut(self.buffer.end - self.buffer_trimming_sec)
 
     def _cut(self, time: float) -> None:
-        samples = round((time - self.buffer_start) * SAMPLE_RATE)
-        if samples <= 0:
-            return
-        self.audio = self.audio[samples:]
-        self.buffer_start += samples / SAMPLE_RATE
+        self.buffer.drop_first(round((time - self.buffer.start) * SAMPLE_RATE))
 
     def _move_to_context(self, words: Sequence[Word]) -> None:
         text = words_text(words)

@@ -68,7 +68,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from whisperlivekit.asr.base import StreamingPolicy
+from whisperlivekit.asr.base import AudioBuffer, StreamingPolicy
 from whisperlivekit.messages import PolicyOutput, Word
 
 if TYPE_CHECKING:
@@ -107,6 +107,10 @@ REWIND_FRAMES = 40
 TEXT_ROOM = 64  # decoder positions kept free for new tokens when the context is long
 # Word times from attention peaks, which sit late in a token's audio: calibrated against a forced
 # alignment (faster-whisper base, DTW) of 60 s hifitts/LJSpeech streams, median error < 0.1 s.
+# A word below this token probability is not committed while it lies in the last UNSURE_WAIT_SECONDS
+# of the audio: more audio may change it; further back, waiting would only add latency.
+COMMIT_MIN_PROBABILITY = 0.3
+UNSURE_WAIT_SECONDS = 1.5
 WORD_START_PAD = 0.3
 WORD_END_PAD = 0.0
 _NO_SPACE_LANGUAGES = frozenset({"zh", "ja", "th", "lo", "my", "yue"})
@@ -357,8 +361,7 @@ class SimulStreamingPolicy(StreamingPolicy):
         self.max_context = opts.max_context_tokens if opts.max_context_tokens is not None else n_ctx // 2 - 1
         self.max_seconds = min(opts.audio_max_len, MAX_BUFFER_SECONDS)
         self.cif = load_cif(opts.cif_ckpt_path, self.model.dims.n_audio_state, str(self.model.device))
-        self.audio = np.zeros(0, dtype=np.float32)
-        self.buffer_start = 0.0
+        self.buffer = AudioBuffer()
         self.static_context: list[int] = []
         self.context: list[int] = []  # committed text tokens that left the buffer (+ init_prompt)
         if self.tokenizer is not None:
@@ -368,7 +371,6 @@ class SimulStreamingPolicy(StreamingPolicy):
         self.withheld: list[_Token] = []  # decoded, not committed (last-word rule)
         self.tentative: tuple[Word, ...] = ()
         self.last_end = 0.0  # end of the last word output: times never go back
-        self._pending_samples = 0
         self._complete = False  # the last decode reached EOT: finish() has nothing to add
         self._pieces: dict[int, str] = {}
         self._suppress: tuple[Tensor, Tensor] | None = None
@@ -376,24 +378,21 @@ class SimulStreamingPolicy(StreamingPolicy):
     # -- StreamingPolicy --------------------------------------------------------------------------
     @property
     def pending_seconds(self) -> float:
-        return self._pending_samples / SAMPLE_RATE
+        return self.buffer.pending_seconds
 
     @property
     def buffered_seconds(self) -> float:
-        return len(self.audio) / SAMPLE_RATE
+        return self.buffer.seconds
 
     def insert_audio(self, samples: np.ndarray, start: float) -> None:
-        if not len(self.audio):
-            self.buffer_start = start
-            self.last_end = max(self.last_end, start)
-        self.audio = np.concatenate([self.audio, np.asarray(samples, dtype=np.float32)])
-        self._pending_samples += len(samples)
+        if not len(self.buffer):
+            self.last_end = max(self.last_end, start)  # a new utterance: no word before its start
+        self.buffer.append(samples, start)
         self._complete = False
 
     def process(self) -> PolicyOutput:
-        if not self._pending_samples:
+        if not self.buffer.take_pending():
             return PolicyOutput((), self.tentative)
-        self._pending_samples = 0
         committed = self._trim()
         if self.buffered_seconds < max(self.options.audio_min_len, FRAME_SECONDS):
             return PolicyOutput(tuple(committed), self.tentative)
@@ -405,6 +404,8 @@ class SimulStreamingPolicy(StreamingPolicy):
             tokens, self.withheld = self._split_last_word(tokens)
         else:
             self.withheld = []
+        tokens, unsure = self._split_unsure(tokens, audio_frames)
+        self.withheld = unsure + self.withheld
         self.prefix += tokens
         self._complete = eot and not self.withheld
         committed += self._emit(final=False)
@@ -412,15 +413,15 @@ class SimulStreamingPolicy(StreamingPolicy):
         return PolicyOutput(tuple(committed), self.tentative)
 
     def finish(self) -> PolicyOutput:
-        if len(self.audio) >= SAMPLES_PER_FRAME and not self._complete:
+        if len(self.buffer) >= SAMPLES_PER_FRAME and not self._complete:
             features, audio_frames = self._encode()
             if self.tokenizer is not None or self._detect_language(features, final=True):
                 self.prefix += self._decode(features, audio_frames, final=True)[0]
         committed = self._emit(final=True)
         self._to_context(self.prefix)
         self.prefix, self.emitted, self.withheld, self.tentative = [], 0, [], ()
-        self.audio = self.audio[:0]
-        self._pending_samples, self._complete = 0, False
+        self.buffer.clear()
+        self._complete = False
         return PolicyOutput(tuple(committed), ())
 
     # -- audio ------------------------------------------------------------------------------------
@@ -432,11 +433,12 @@ class SimulStreamingPolicy(StreamingPolicy):
 
         model = self.model
         with torch.inference_mode():
-            mel = log_mel_spectrogram(self.audio, model.dims.n_mels, padding=int(TAIL_SECONDS * SAMPLE_RATE),
-                                      device=model.device)
+            tail = int(TAIL_SECONDS * SAMPLE_RATE)
+            audio = self.buffer.samples
+            mel = log_mel_spectrogram(audio, model.dims.n_mels, padding=tail, device=model.device)
             mel = mel[:, : min(mel.shape[-1] & ~1, 2 * MAX_ENCODER_FRAMES)]  # the conv halves: even
             features = model.embed_audio(mel)
-        return features, min(len(self.audio) // SAMPLES_PER_FRAME, features.shape[1])
+        return features, min(len(self.buffer) // SAMPLES_PER_FRAME, features.shape[1])
 
     def _trim(self) -> list[Word]:
         """Past ``audio_max_len``, cut the audio of words already output; their tokens become context."""
@@ -456,14 +458,13 @@ class SimulStreamingPolicy(StreamingPolicy):
             words = self._emit(final=True)
             last = max((t.frame for t in self.prefix), default=-1)
             keep = round(self.max_seconds / 2 / FRAME_SECONDS)
-            cut = max(last + 1, len(self.audio) // SAMPLES_PER_FRAME - keep)
+            cut = max(last + 1, len(self.buffer) // SAMPLES_PER_FRAME - keep)
             self._to_context(self.prefix)
             self.prefix, self.emitted = [], 0
         else:
             return []
-        cut = max(0, min(cut, len(self.audio) // SAMPLES_PER_FRAME))
-        self.audio = self.audio[cut * SAMPLES_PER_FRAME :]
-        self.buffer_start += cut * FRAME_SECONDS
+        cut = max(0, min(cut, len(self.buffer) // SAMPLES_PER_FRAME))
+        self.buffer.drop_first(cut * SAMPLES_PER_FRAME)
         for t in self.prefix:
             t.frame = max(0, t.frame - cut)
         self.withheld = []
@@ -684,6 +685,22 @@ class SimulStreamingPolicy(StreamingPolicy):
             return [], tokens
         return tokens[: len(tokens) - len(words[-1])], words[-1]
 
+    def _split_unsure(self, tokens: list[_Token], audio_frames: int) -> tuple[list[_Token], list[_Token]]:
+        """(committed, withheld): a word the model is unsure of, near enough to the audio's end that
+        more audio can change it, is not committed yet, nor is anything after it.
+
+        A fresh buffer's first word, decoded from a fraction of a second, is the usual case: a wrong
+        one ("Thank" for "What") is forced into every later decode and can derail the utterance.
+        """
+        recent = audio_frames - round(UNSURE_WAIT_SECONDS / FRAME_SECONDS)
+        kept = 0
+        for word in self._words(tokens):
+            unsure = min(t.logprob for t in word) < math.log(COMMIT_MIN_PROBABILITY)
+            if unsure and max(t.frame for t in word) >= recent:
+                break
+            kept += len(word)
+        return tokens[:kept], tokens[kept:]
+
     def _emit(self, final: bool) -> list[Word]:
         """Output the committed words that are complete (the next word has begun, or ``final``)."""
         words = self._words(self.prefix[self.emitted :])
@@ -705,13 +722,13 @@ class SimulStreamingPolicy(StreamingPolicy):
         text = self.tokenizer.decode([t.id for t in tokens]).replace("\ufffd", "")
         if not text.strip():
             return None
-        audio_end = self.buffer_start + self.buffered_seconds
+        audio_end = self.buffer.end
         floor = self.last_end if floor is None else floor
         frames = [t.frame for t in tokens if self._is_word(t.id)] or [t.frame for t in tokens]
-        start = self.buffer_start + min(frames) * FRAME_SECONDS - WORD_START_PAD
-        end = self.buffer_start + max(frames) * FRAME_SECONDS + WORD_END_PAD
+        start = self.buffer.start + min(frames) * FRAME_SECONDS - WORD_START_PAD
+        end = self.buffer.start + max(frames) * FRAME_SECONDS + WORD_END_PAD
         if following is not None:  # a word ends before the next begins
-            end = min(end, self.buffer_start + following.frame * FRAME_SECONDS)
+            end = min(end, self.buffer.start + following.frame * FRAME_SECONDS)
         start = min(max(start, floor), audio_end)
         end = min(max(end, start), audio_end)
         probability = math.exp(sum(t.logprob for t in tokens) / len(tokens))
