@@ -105,3 +105,20 @@ def test_lines_grow_only_and_break_at_sentences_and_pauses() -> None:
     ]
     assert lines[2]["start"] == 2.0 and lines[2]["end"] == 6.0
     assert transcript.text == "Hello there. General Kenobi Yes"
+
+
+def test_audio_buffer_keeps_the_clock() -> None:
+    from whisperlivekit.asr.base import AudioBuffer
+
+    buffer = AudioBuffer()
+    buffer.append(np.ones(8000, np.float32), start=2.0)
+    buffer.append(np.ones(8000, np.float32), start=2.5)  # contiguous: the start stays
+    assert (buffer.start, buffer.seconds, buffer.end, buffer.pending_seconds) == (2.0, 1.0, 3.0, 1.0)
+    assert buffer.take_pending() == 16000 and buffer.pending == 0
+    buffer.drop_first(4000)
+    assert (buffer.start, buffer.seconds, buffer.end) == (2.25, 0.75, 3.0)
+    buffer.drop_first(10**9)  # never past the end
+    assert len(buffer) == 0 and buffer.start == 3.0
+    buffer.clear()
+    buffer.append(np.ones(1600, np.float32), start=7.0)  # a new utterance sets a new start
+    assert buffer.start == 7.0 and buffer.pending_seconds == 0.1

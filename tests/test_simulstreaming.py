@@ -264,6 +264,27 @@ def test_last_word_rule_never_fire_withholds(shared):
 
 
 @needs_model
+def test_unsure_words_near_the_end_wait_for_more_audio(shared):
+    """A low-probability word is not committed while more audio may change it (a fresh buffer's first
+    word, heard from a fraction of a second, is the usual case), nor is anything after it."""
+    policy = SimulStreamingPolicy(shared)
+    ids = policy.tokenizer.encode(" what your country")
+    sure, unsure = -0.05, float(np.log(ss.COMMIT_MIN_PROBABILITY / 2))
+    near = 100  # audio frames; the last 1.5 s (75 frames) count as near the end
+
+    def tokens(logprobs, frames):
+        return [ss._Token(t, f, lp) for t, f, lp in zip(ids, frames, logprobs, strict=True)]
+
+    kept, held = policy._split_unsure(tokens([unsure, sure, sure], [40, 60, 80]), near)
+    assert kept == [] and len(held) == 3
+    kept, held = policy._split_unsure(tokens([sure, unsure, sure], [40, 60, 80]), near)
+    assert [t.id for t in kept] == ids[:1] and len(held) == 2
+    # Far from the end more audio will not help: committing now only saves latency.
+    kept, held = policy._split_unsure(tokens([unsure, sure, sure], [5, 15, 20]), near)
+    assert len(kept) == 3 and held == []
+
+
+@needs_model
 def test_words_of_a_script_without_spaces(shared):
     from whisperlivekit.asr.model_files import ModelNotFoundError, resolve_model
     from whisperlivekit.whisper.loading import load_tokenizer

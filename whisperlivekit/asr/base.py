@@ -25,9 +25,15 @@ class ASRBackend(ABC):
 
     @abstractmethod
     def transcribe_file(
-        self, audio: np.ndarray, *, language: str | None = None, vad_filter: bool = True
+        self,
+        audio: np.ndarray,
+        *,
+        language: str | None = None,
+        vad_filter: bool = True,
+        task: str | None = None,
+        prompt: str | None = None,
     ) -> Iterator[Word]:
-        """Offline transcription of a whole recording of any length."""
+        """Offline transcription of a whole recording of any length (`task`: the backend's by default)."""
 
     @abstractmethod
     def detect_language(self, audio: np.ndarray) -> tuple[str, float]:

@@ -104,6 +104,7 @@ MAX_NGRAM = 64  # a repeated sentence is a long n-gram
 # rewind_threshold is 200; legit steps back seen here are < 25 frames, punctuation aside; a loop
 # that re-read a sentence came back 45).
 REWIND_FRAMES = 40
+PREVIEW_BACKTRACK_FRAMES = 10
 TEXT_ROOM = 64  # decoder positions kept free for new tokens when the context is long
 # Word times from attention peaks, which sit late in a token's audio: calibrated against a forced
 # alignment (faster-whisper base, DTW) of 60 s hifitts/LJSpeech streams, median error < 0.1 s.
@@ -126,6 +127,7 @@ class SimulStreamingOptions:
     static_init_prompt: str | None = None  # always kept at the start of the context (terms, names)
     max_context_tokens: int | None = None  # None: Whisper's prompt cap, n_text_ctx // 2 - 1 (223)
     never_fire: bool = False  # withhold the last word of every update (see the module doc)
+    preview_tokens: int = 8  # greedy tokens past the stop point shown as tentative (0: none)
     cif_ckpt_path: str | None = None  # end-of-word CIF checkpoint; absent: the attention rule alone
     language: str | None = None  # None or "auto": detected once from the first second
     task: str = "transcribe"
@@ -369,6 +371,7 @@ class SimulStreamingPolicy(StreamingPolicy):
         self.prefix: list[_Token] = []  # committed tokens of the audio in the buffer
         self.emitted = 0  # prefix tokens already output as words
         self.withheld: list[_Token] = []  # decoded, not committed (last-word rule)
+        self.preview: list[_Token] = []  # decoded past the stop point, shown only
         self.tentative: tuple[Word, ...] = ()
         self.last_end = 0.0  # end of the last word output: times never go back
         self._complete = False  # the last decode reached EOT: finish() has nothing to add
@@ -399,6 +402,7 @@ class SimulStreamingPolicy(StreamingPolicy):
         features, audio_frames = self._encode()
         if self.tokenizer is None and not self._detect_language(features, final=False):
             return PolicyOutput(tuple(committed), self.tentative)
+        self.preview = []
         tokens, eot = self._decode(features, audio_frames, final=False)
         if not self._boundary_fires(features, audio_frames):
             tokens, self.withheld = self._split_last_word(tokens)
@@ -419,7 +423,7 @@ class SimulStreamingPolicy(StreamingPolicy):
                 self.prefix += self._decode(features, audio_frames, final=True)[0]
         committed = self._emit(final=True)
         self._to_context(self.prefix)
-        self.prefix, self.emitted, self.withheld, self.tentative = [], 0, [], ()
+        self.prefix, self.emitted, self.withheld, self.preview, self.tentative = [], 0, [], [], ()
         self.buffer.clear()
         self._complete = False
         return PolicyOutput(tuple(committed), ())
@@ -433,8 +437,8 @@ class SimulStreamingPolicy(StreamingPolicy):
 
         model = self.model
         with torch.inference_mode():
-            tail = int(TAIL_SECONDS * SAMPLE_RATE)
             audio = self.buffer.samples
+            tail = int(TAIL_SECONDS * SAMPLE_RATE)
             mel = log_mel_spectrogram(audio, model.dims.n_mels, padding=tail, device=model.device)
             mel = mel[:, : min(mel.shape[-1] & ~1, 2 * MAX_ENCODER_FRAMES)]  # the conv halves: even
             features = model.embed_audio(mel)
@@ -566,6 +570,7 @@ class SimulStreamingPolicy(StreamingPolicy):
             logits, rows = logits[:, -1], attn[:, :, -1]
             live, finished = [_Hypothesis()], []
             stopped: _Hypothesis | None = None
+            stop_state: tuple[int, Tensor, Tensor] | None = None
             reason = "limit"
             for step in range(max(0, limit)):
                 # Where each hypothesis looks while predicting its next token.
@@ -596,6 +601,7 @@ class SimulStreamingPolicy(StreamingPolicy):
                 i = chosen[0][0]
                 if not final and should_stop(attention[i], audio_frames, opts.frame_threshold):
                     stopped, reason = live[i], "fired"  # the next token lies at the edge: wait
+                    stop_state = (i, logits[i], attention[i])
                     break
                 if self._rewinds(live[i], chosen[0][1]):
                     stopped, reason = live[i], "rewind"
@@ -621,8 +627,50 @@ class SimulStreamingPolicy(StreamingPolicy):
         tokens = result.tokens
         if tokens and no_speech > NO_SPEECH_THRESHOLD and result.score / len(tokens) < LOGPROB_THRESHOLD:
             logger.debug("no speech (p=%.2f): %r dropped", no_speech, tok.decode([t.id for t in tokens]))
-            tokens = []
+            return [], result.ended
+        if result is stopped and stop_state is not None and opts.preview_tokens:
+            self.preview = self._preview(cache, stop_state, result, audio_frames)
         return tokens, result.ended
+
+    def _preview(
+        self, cache: KVCache, stop_state: tuple[int, Tensor, Tensor], hypothesis: _Hypothesis,
+        audio_frames: int,
+    ) -> list[_Token]:
+        """Greedy tokens past the AlignAtt stop, up to the end of the real audio: shown as tentative
+        text, never committed. Without them a word appears only once it is ``frame_threshold`` old."""
+        import torch
+
+        row, logits, attention = stop_state
+        model, tok = self.model, self.tokenizer
+        assert tok is not None
+        suppress = self._suppressed()[0]
+        if cache.self_k[0] is not None and cache.self_k[0].shape[0] > 1:
+            cache.reorder([row])
+        ids = [t.id for t in self.prefix] + [t.id for t in hypothesis.tokens]
+        # The audio past the stop is the last ``frame_threshold`` frames: attention that leaves it
+        # backwards is the decoder re-reading what it already wrote (a loop), not new words.
+        floor = most_attended_frame(attention) - PREVIEW_BACKTRACK_FRAMES
+        preview: list[_Token] = []
+        with torch.inference_mode():
+            for _ in range(self.options.preview_tokens):
+                frame = most_attended_frame(attention)
+                if frame >= audio_frames:  # looking into the zero tail: past what was heard
+                    break
+                logits = logits.clone()
+                logits[suppress] = float("-inf")
+                logprobs = logits.log_softmax(-1)
+                token = int(logprobs.argmax())
+                if token == tok.eot or (frame < floor and self._is_word(token)):
+                    break
+                if self._is_word(token):  # and each word after the one before
+                    floor = max(floor, frame - PREVIEW_BACKTRACK_FRAMES)
+                preview.append(_Token(token, frame, float(logprobs[token])))
+                ids.append(token)
+                if repetition_cut(ids) is not None:
+                    return []
+                out, attn = decoder_forward(model, torch.tensor([[token]], device=model.device), cache)
+                logits, attention = out[0, -1], attention_rows(attn[:, :, -1])[0]
+        return preview
 
     def _rewinds(self, hypothesis: _Hypothesis, token: _Token) -> bool:
         """Attention jumping far back means re-reading audio already transcribed: a loop."""
@@ -736,7 +784,7 @@ class SimulStreamingPolicy(StreamingPolicy):
 
     def _tentative_words(self) -> tuple[Word, ...]:
         words, floor = [], self.last_end
-        groups = self._words(self.prefix[self.emitted :] + self.withheld)
+        groups = self._words(self.prefix[self.emitted :] + self.withheld + self.preview)
         for i, tokens in enumerate(groups):
             following = groups[i + 1][0] if i + 1 < len(groups) else None
             if (w := self._word(tokens, following, floor)) is not None:
