@@ -30,6 +30,9 @@ def test_readme_starts_with_two_commands_and_ci_runs_the_second() -> None:
     assert "torch==2.13.0" in serve and "torch==2.13.0" in test  # never a CUDA torch by accident
     ci = (REPO / ".ci" / "run").read_text().strip().splitlines()
     assert ci[-1] == test
+    # Chromium for the browser tests: CI installs it the way the README tells a developer to.
+    assert "bash scripts/install-browser-deps.sh" in (REPO / "README.md").read_text()
+    assert any(line.startswith("bash scripts/install-browser-deps.sh") for line in ci)
 
 
 def test_cli_is_generated_from_config() -> None:
@@ -39,6 +42,22 @@ def test_cli_is_generated_from_config() -> None:
     assert config_from_args(build_parser().parse_args(["serve"])) == Config()
     with pytest.raises(SystemExit):
         build_parser().parse_args(["serve", "--backend-policy", "nonsense"])
+
+
+def test_simulstreaming_options_reach_the_config() -> None:
+    args = build_parser().parse_args([
+        "serve", "--backend-policy", "simulstreaming", "--frame-threshold", "15", "--never-fire",
+        "--custom-alignment-heads", "2,3; 3,1", "--max-context-tokens", "100",
+    ])
+    config = config_from_args(args)
+    assert config.backend_policy == "simulstreaming" and config.frame_threshold == 15
+    assert config.never_fire and config.max_context_tokens == 100
+    assert config.alignment_heads == [(2, 3), (3, 1)]
+    assert config.chunk_seconds == 0.5  # the policy's own default when --min-chunk-size is not given
+    assert Config(backend_policy="localagreement").chunk_seconds == 1.0
+    assert Config(min_chunk_size=0.3).chunk_seconds == 0.3
+    with pytest.raises(ValueError, match="layer,head"):
+        Config(custom_alignment_heads="2:3")
 
 
 def test_unknown_engine_option_is_a_clear_error() -> None:

@@ -122,3 +122,16 @@ def test_audio_buffer_keeps_the_clock() -> None:
     buffer.clear()
     buffer.append(np.ones(1600, np.float32), start=7.0)  # a new utterance sets a new start
     assert buffer.start == 7.0 and buffer.pending_seconds == 0.1
+
+
+def test_a_shorter_last_hypothesis_does_not_lose_words() -> None:
+    buffer = HypothesisBuffer()
+    buffer.agree(words(" ask what you can do", start=8.0))
+    tail = words(" for your country.", start=10.5)
+    assert buffer.agree([*words(" ask what you can do", start=8.0), *tail]) != []
+    # The final decode drops the words it "already said" in its prompt.
+    final = buffer.commit_all([Word(" country.", 11.5, 12.0)])
+    assert "".join(w.text for w in final) == " for your country."
+    buffer = HypothesisBuffer()
+    buffer.agree(words(" ask what", start=0.0))
+    assert "".join(w.text for w in buffer.commit_all([])) == " ask what"  # nothing at all: keep the last

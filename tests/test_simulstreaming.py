@@ -264,6 +264,27 @@ def test_last_word_rule_never_fire_withholds(shared):
 
 
 @needs_model
+def test_a_word_cut_by_the_stop_is_withheld(shared):
+    policy = SimulStreamingPolicy(shared)
+    tok = policy.tokenizer
+    assert policy._continues_word(tok.encode("ing")[0]) and not policy._continues_word(tok.encode(" the")[0])
+    assert not policy._continues_word(tok.encode(".")[0])
+    ids = tok.encode(" one two three")
+    scripted = Scripted(policy, [ids])
+
+    def decode_then_stop_mid_word(features, audio_frames, final):
+        out = scripted.decode(features, audio_frames, final)
+        policy._stopped_mid_word = True  # the held-back token continued " three"
+        return out
+
+    policy._decode = decode_then_stop_mid_word
+    policy.insert_audio(np.zeros(16000, np.float32), 0.0)
+    out = policy.process()
+    assert [t.id for t in policy.prefix] == ids[:2] and [t.id for t in policy.withheld] == ids[2:]
+    assert text(list(out.tentative)) == " two three"  # shown, not forced into the next decode
+
+
+@needs_model
 def test_unsure_words_near_the_end_wait_for_more_audio(shared):
     """A low-probability word is not committed while more audio may change it (a fresh buffer's first
     word, heard from a fraction of a second, is the usual case), nor is anything after it."""

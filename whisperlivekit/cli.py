@@ -1,4 +1,4 @@
-"""`wlk`: serve (default), transcribe files, bench."""
+"""`wlk`: serve (default), transcribe files, listen to the microphone, list or pull models, bench."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from whisperlivekit.bench.cli import add_bench_parser, run_bench
 from whisperlivekit.config import Config, add_config_arguments, config_from_args
 from whisperlivekit.output.formats import FORMATS
 
-COMMANDS = ("serve", "transcribe", "bench")
+COMMANDS = ("serve", "transcribe", "listen", "models", "pull", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +24,22 @@ def build_parser() -> argparse.ArgumentParser:
     transcribe.add_argument("--format", choices=FORMATS, default="text")
     transcribe.add_argument("-o", "--output", type=Path, help="Output file (one input) or directory.")
     add_config_arguments(transcribe)
+    listen = commands.add_parser(
+        "listen",
+        help="Transcribe the microphone live in the terminal (needs the 'listen' extra).",
+        description="Live transcription of the microphone, with an in-process model or a running server.",
+    )
+    listen.add_argument("--url", help="A running server's /asr WebSocket (default: load the model here).")
+    listen.add_argument("--input-device", help="sounddevice input device (name or index).")
+    listen.add_argument("--input", type=Path, help="Play this audio file as the live source instead.")
+    listen.add_argument("--speed", type=float, default=1.0, help="Playback speed of --input.")
+    add_config_arguments(listen)
+    models = commands.add_parser("models", help="List Whisper models available here or from packages.")
+    models.add_argument("--json", action="store_true", help="Machine-readable output.")
+    models.add_argument("--model-cache-dir", help="Where joined/downloaded weights are kept.")
+    pull = commands.add_parser("pull", help="Fetch (hub) or assemble (packages) a model's weights.")
+    pull.add_argument("name", help="A model name (tiny.en, base, small...) or a Hugging Face repo id.")
+    pull.add_argument("--model-cache-dir", help="Where joined/downloaded weights are kept.")
     add_bench_parser(commands)
     return parser
 
@@ -35,10 +51,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "bench":
         return run_bench(args)
+    if args.command == "models":
+        return _models(args)
+    if args.command == "pull":
+        return _pull(args)
     config = config_from_args(args)
     logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "transcribe":
         return _transcribe(args, config)
+    if args.command == "listen":
+        return _listen(args, config)
     return _serve(config)
 
 
@@ -76,6 +98,79 @@ def _transcribe(args: argparse.Namespace, config: Config) -> int:
             target.write_text(text, encoding="utf-8")
     engine.close()
     return status
+
+
+def _listen(args: argparse.Namespace, config: Config) -> int:
+    import asyncio
+
+    from whisperlivekit.listen import check_microphone, listen
+
+    if args.input is None:
+        check_microphone()  # before loading a model for nothing
+    engine = None
+    if args.url is None:
+        from whisperlivekit.engine import TranscriptionEngine
+
+        engine = TranscriptionEngine(config.replace(pcm_input=True))
+    try:
+        return asyncio.run(
+            listen(engine=engine, url=args.url, input_file=args.input, device=args.input_device,
+                   speed=args.speed, out=sys.stdout)
+        )  # fmt: skip
+    finally:
+        if engine is not None:
+            engine.close()
+
+
+def _models(args: argparse.Namespace) -> int:
+    import json
+
+    from whisperlivekit.asr.model_files import WHISPER_MODELS, packaged_models
+
+    packaged = packaged_models()
+    rows = []
+    for name in WHISPER_MODELS:
+        cached = _hf_cached(name, args.model_cache_dir)
+        if name in packaged:
+            where = "package: " + " + ".join(packaged[name])
+        elif cached:
+            where = f"Hugging Face cache: {cached}"
+        else:
+            where = f"hub (wlk pull {name})"
+        rows.append({"name": name, "available": name in packaged or cached is not None, "source": where})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    width = max(len(row["name"]) for row in rows)
+    print(f"{'MODEL':<{width}}  HERE  SOURCE")
+    for row in rows:
+        print(f"{row['name']:<{width}}  {'yes' if row['available'] else 'no ':<4}  {row['source']}")
+    return 0
+
+
+def _hf_cached(name: str, cache_dir: str | None) -> str | None:
+    """The model's directory in the Hugging Face cache, looked up offline."""
+    from faster_whisper.utils import download_model
+
+    try:
+        path = Path(download_model(name, local_files_only=True, cache_dir=cache_dir))
+    except Exception:  # not cached (or a name the hub does not know): just not here
+        return None
+    return str(path) if (path / "model.bin").is_file() else None
+
+
+def _pull(args: argparse.Namespace) -> int:
+    from whisperlivekit.asr.model_files import ModelNotFoundError, resolve_model
+
+    logging.basicConfig(level="INFO", format="%(message)s")
+    try:
+        files = resolve_model(args.name, cache_dir=args.model_cache_dir, download=True)
+    except ModelNotFoundError as error:
+        print(f"wlk pull: {error}", file=sys.stderr)
+        return 1
+    kind = "multilingual" if files.multilingual else "English-only"
+    print(f"{files.name}: {files.path} ({files.source}, {kind})")
+    return 0
 
 
 if __name__ == "__main__":

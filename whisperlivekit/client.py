@@ -13,8 +13,9 @@ import contextlib
 import io
 import json
 import math
+import struct
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -48,6 +49,7 @@ class StreamResult:
     chunk_s: float = 0.1
     speed: float = 1.0
     max_send_lag_s: float = 0.0  # worst lateness of a chunk against its schedule (client/network stall)
+    received_bytes: int = 0  # text the server sent (mode=diff sends far less than full updates)
 
     @property
     def updates(self) -> list[Message]:
@@ -67,6 +69,39 @@ def message_type(data: dict[str, Any]) -> str:
     return "transcript" if "lines" in data else "unknown"
 
 
+def apply_diff(state: dict[str, Any], diff: dict[str, Any]) -> dict[str, Any]:
+    """The state after one `mode=diff` message (docs/protocol.md, "Diff mode"); `state` is not modified."""
+    removed = set(diff.get("removed", ()))
+    new = {key: value for key, value in state.items() if key not in removed}
+    new["lines"] = list(state.get("lines", []))[: diff["keep_lines"]] + list(diff["new_lines"])
+    new.update(diff.get("changed", {}))
+    return new
+
+
+class DiffReader:
+    """Follows a `mode=diff` stream: `feed` each snapshot or diff, get the full `transcript` update back."""
+
+    def __init__(self) -> None:
+        self.state: dict[str, Any] | None = None  # the full update, without its "type"
+        self.seq = -1
+
+    def feed(self, message: dict[str, Any]) -> dict[str, Any]:
+        kind, seq = message.get("type"), message.get("seq")
+        if kind not in ("snapshot", "diff"):
+            raise ValueError(f"not a snapshot or diff message: {kind!r}")
+        if kind == "diff" and self.state is None:
+            raise ValueError("a diff arrived before the snapshot")
+        if seq != self.seq + 1:  # the state can no longer be trusted
+            raise ValueError(f"message {seq} arrived, expected {self.seq + 1}: one was lost or repeated")
+        self.seq = seq
+        if kind == "snapshot":
+            self.state = {key: value for key, value in message.items() if key not in ("type", "seq")}
+        else:
+            assert self.state is not None
+            self.state = apply_diff(self.state, message)
+        return {"type": "transcript", **self.state}
+
+
 def committed_text(update: dict[str, Any]) -> str:
     """Text of the committed lines, silence lines (speaker -2) and blank lines skipped."""
     parts = []
@@ -74,7 +109,9 @@ def committed_text(update: dict[str, Any]) -> str:
         text = (line.get("text") or "").strip()
         if text and line.get("speaker") != SILENCE_SPEAKER:
             parts.append(text)
-    return " ".join(parts)
+    # With diarization, committed words wait there for their speaker: final text all the same.
+    waiting = (update.get("buffer_diarization") or "").strip()
+    return " ".join([*parts, waiting] if waiting else parts)
 
 
 def buffer_text(update: dict[str, Any]) -> str:
@@ -166,6 +203,7 @@ async def stream_audio(
     raw: list[tuple[float, dict[str, Any]]] = []  # monotonic arrival times, converted once t0 is known
     t0: float | None = None
     got_config, finished = asyncio.Event(), asyncio.Event()
+    diffs = DiffReader()
 
     async def receive(ws: Any) -> None:
         try:
@@ -179,8 +217,17 @@ async def stream_audio(
                     data = {"type": "unparsed", "raw": frame}
                 if not isinstance(data, dict):
                     data = {"type": "unparsed", "raw": data}
-                raw.append((now, data))
+                result.received_bytes += len(frame.encode())
                 kind = message_type(data)
+                if kind in ("snapshot", "diff"):  # mode=diff: recorded as the full update it stands for
+                    try:
+                        data = diffs.feed(data)
+                    except ValueError as exc:
+                        result.error = f"diff mode: {exc}"
+                        finished.set()
+                        break
+                    kind = "transcript"
+                raw.append((now, data))
                 if kind == "config":
                     result.config = data
                     got_config.set()
@@ -241,6 +288,52 @@ async def stream_audio(
     updates = result.updates
     result.final_text = committed_text(updates[-1].data) if updates else ""
     return result
+
+
+def wav_stream_header(sample_rate: int = SAMPLE_RATE) -> bytes:
+    """A WAV header of unknown length, for a server that decodes containers rather than raw PCM."""
+    fmt = struct.pack("<HHIIHH", 1, 1, sample_rate, sample_rate * 2, 2, 16)
+    return b"RIFF\xff\xff\xff\xffWAVEfmt " + struct.pack("<I", 16) + fmt + b"data\xff\xff\xff\xff"
+
+
+async def stream_updates(
+    url: str, chunks: AsyncIterator[bytes], *, mode: str = "diff"
+) -> AsyncIterator[dict]:
+    """Stream live PCM chunks (s16le 16 kHz mono: a microphone, a file being played) to a server's
+    /asr and yield each full `transcript` update (diffs rebuilt), `warning` and `error` as they come.
+
+    A server that expects containers (`useAudioWorklet: false`) gets the PCM as a streamed WAV.
+    """
+    from websockets.asyncio.client import connect
+
+    url += ("&" if "?" in url else "?") + f"mode={mode}"
+    reader = DiffReader()
+    async with connect(url, max_size=None, ping_interval=None) as ws:
+        config = json.loads(await ws.recv())
+
+        async def feed() -> None:
+            if not config.get("useAudioWorklet", True):
+                await ws.send(wav_stream_header())
+            async for chunk in chunks:
+                if chunk:
+                    await ws.send(chunk)
+            await ws.send(b"")
+
+        feeder = asyncio.create_task(feed())
+        try:
+            async for raw in ws:
+                message = json.loads(raw)
+                kind = message_type(message)
+                if kind in ("snapshot", "diff"):
+                    yield reader.feed(message)
+                elif kind in ("transcript", "warning", "error"):
+                    yield message
+                if kind in ("ready_to_stop", "error"):
+                    break
+        finally:
+            feeder.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await feeder
 
 
 async def stream_file(url: str, path: str | Path, **kwargs: Any) -> StreamResult:

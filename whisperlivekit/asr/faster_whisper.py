@@ -44,6 +44,8 @@ MAX_COMPRESSION_RATIO = 2.4
 NO_SPEECH_THRESHOLD = 0.6
 LOGPROB_THRESHOLD = -1.0
 END_MARGIN = 0.05
+# Speech is 2-5 tokens a second; fewer from 2 s of voiced audio means the decoder skipped some.
+MIN_TOKENS_PER_SECOND = 1.0
 
 
 class Decoded(NamedTuple):
@@ -120,10 +122,16 @@ class FasterWhisperBackend(ASRBackend):
         max_new = 10 + int(8 * len(audio) / self.sample_rate)
         previous = tokenizer.encode(" " + prompt.strip())[-PROMPT_TOKENS:] if prompt.strip() else None
         decoded = self._generate(tokenizer, encoder_output, previous, max_new)
-        if previous and not decoded.plausible(tokenizer):
-            # A prompt sometimes derails the decoder (it skips words it believes were said).
+        seconds = len(audio) / self.sample_rate
+        sparse = seconds >= 2.0 and len(decoded.tokens) < MIN_TOKENS_PER_SECOND * seconds
+        if previous and (sparse or not decoded.plausible(tokenizer)):
+            # A prompt sometimes derails the decoder: it skips words it believes were said
+            # (prompt "...can do for you", audio "ask what you can do for your country" -> "country").
             retry = self._generate(tokenizer, encoder_output, None, max_new)
-            decoded = max(decoded, retry, key=lambda d: d.avg_logprob)
+            if sparse and retry.plausible(tokenizer) and len(retry.tokens) > len(decoded.tokens):
+                decoded = retry
+            else:
+                decoded = max(decoded, retry, key=lambda d: d.avg_logprob)
         if not decoded.tokens or decoded.is_silence() or decoded.is_loop(tokenizer):
             return []
         return self._words(tokenizer, decoded.tokens, encoder_output, num_frames)
@@ -165,13 +173,20 @@ class FasterWhisperBackend(ASRBackend):
         ]
 
     def transcribe_file(
-        self, audio: np.ndarray, *, language: str | None = None, vad_filter: bool = True
+        self,
+        audio: np.ndarray,
+        *,
+        language: str | None = None,
+        vad_filter: bool = True,
+        task: str | None = None,
+        prompt: str | None = None,
     ) -> Iterator[Word]:
         """Offline transcription of a whole recording (30 s windows, conditioned on the past)."""
         segments, _ = self.model.transcribe(
             audio,
             language=language if self.multilingual else "en",
-            task=self.task,
+            task=task or self.task,
+            initial_prompt=prompt or None,
             beam_size=self.beams,
             word_timestamps=True,
             vad_filter=vad_filter,

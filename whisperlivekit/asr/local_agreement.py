@@ -55,6 +55,11 @@ class HypothesisBuffer:
     def commit_all(self, hypothesis: Sequence[Word] | None = None) -> list[Word]:
         """Commit a whole hypothesis (or the last one) without waiting for agreement."""
         words = self._after_committed(hypothesis) if hypothesis is not None else self.previous
+        if len(words) < len(self.previous):
+            # The last decode came back shorter: Whisper drops words, often ones that repeat its
+            # prompt ("...can do for you" + "ask what you can do for your country" -> "country").
+            # Keep the longer reading, extended by what the last one heard after it.
+            words = self.previous + [w for w in words if w.start >= self.previous[-1].end]
         self.previous = []
         self._commit(words)
         return words

@@ -201,7 +201,10 @@ def run_bench(args: argparse.Namespace) -> int:
             load_set(s, limit=args.limit, manifest=args.manifest, max_duration_s=max_duration) for s in sets
         ]
     except (ValueError, FileNotFoundError) as error:  # e.g. a diarization set: RTTM references, no text
-        raise SystemExit(f"wlk bench: {error}") from None
+        hint = ""
+        if any(name.strip("/").startswith("diar") for name in sets):
+            hint = " (diarization sets: python -m whisperlivekit.bench.diarization der|cpwer FOLDER)"
+        raise SystemExit(f"wlk bench: {error}{hint}") from None
     for s in streams:
         log(f"{s.name}: {len(s.utterances)} utterances, {s.duration_s:.1f} s")
     data: dict[str, Any] = {

@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 
+from whisperlivekit.output.diff import DiffEncoder
 from whisperlivekit.session import AudioProcessor
 
 if TYPE_CHECKING:
@@ -35,16 +37,19 @@ def create_app(engine: TranscriptionEngine | None = None, config: Config | None 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if app.state.engine is None:
+        owned = app.state.engine is None  # an engine passed in belongs to the caller, who closes it
+        if owned:
             from whisperlivekit.engine import TranscriptionEngine
 
             # Loading takes seconds: do it off the loop so /health answers meanwhile.
             app.state.engine = await asyncio.to_thread(TranscriptionEngine, config)
         yield
-        app.state.engine.close()
+        if owned:
+            app.state.engine.close()
 
     app = FastAPI(title="WhisperLiveKit", lifespan=lifespan)
     app.state.engine = engine
+    _include_integrations(app)
 
     @app.get("/health")
     async def health() -> JSONResponse:
@@ -68,6 +73,9 @@ def create_app(engine: TranscriptionEngine | None = None, config: Config | None 
         html = resources.files("whisperlivekit.web").joinpath("index.html").read_text(encoding="utf-8")
         return HTMLResponse(html)
 
+    # The page's scripts, styles and AudioWorklet (ES modules, no build step).
+    app.mount("/web", StaticFiles(packages=[("whisperlivekit", "web")]), name="web")
+
     @app.websocket("/asr")
     async def asr(websocket: WebSocket) -> None:
         await websocket.accept()
@@ -80,9 +88,22 @@ def create_app(engine: TranscriptionEngine | None = None, config: Config | None 
     return app
 
 
+def _include_integrations(app: FastAPI) -> None:
+    """The APIs other tools already speak: OpenAI's file transcription, Deepgram's live WebSocket."""
+    from whisperlivekit.server.deepgram import create_deepgram_router
+    from whisperlivekit.server.openai_api import create_openai_router
+
+    app.include_router(create_openai_router())
+    app.include_router(create_deepgram_router())
+
+
 async def run_session(websocket: WebSocket, engine: TranscriptionEngine) -> None:
     """Pump one client's audio into an AudioProcessor and its updates back out."""
     params = websocket.query_params
+    mode = params.get("mode", "full")
+    if mode not in ("full", "diff"):
+        await _refuse(websocket, f"unknown mode {mode!r}: use full or diff", CLOSE_POLICY_VIOLATION)
+        return
     try:
         processor = AudioProcessor(
             engine, language=params.get("language"), target_language=params.get("target_language")
@@ -96,7 +117,8 @@ async def run_session(websocket: WebSocket, engine: TranscriptionEngine) -> None
             {"type": "warning", "warning": "translation is not available on this server yet"}
         )
     updates = await processor.create_tasks()
-    sender = asyncio.create_task(_send_updates(websocket, updates))
+    encoder = DiffEncoder() if mode == "diff" else None
+    sender = asyncio.create_task(_send_updates(websocket, updates, encoder))
     try:
         while not sender.done():
             receiving = asyncio.ensure_future(websocket.receive())
@@ -125,11 +147,18 @@ async def run_session(websocket: WebSocket, engine: TranscriptionEngine) -> None
         await processor.cleanup()
 
 
-async def _send_updates(websocket: WebSocket, updates: AsyncIterator[dict]) -> bool:
-    """Forward updates until the session ends; True when it ended on an error."""
+async def _send_updates(
+    websocket: WebSocket, updates: AsyncIterator[dict], encoder: DiffEncoder | None = None
+) -> bool:
+    """Forward updates until the session ends; True when it ended on an error.
+
+    With an encoder (`mode=diff`), transcript updates go out as a snapshot and then diffs.
+    """
     failed = False
     async for update in updates:
         failed = failed or update.get("type") == "error"
+        if encoder is not None and update.get("type") == "transcript":
+            update = encoder.encode(update)
         await websocket.send_json(update)
     return failed
 
