@@ -178,17 +178,21 @@ def _load_simulstreaming(engine: TranscriptionEngine) -> Any:
 
     cfg, files = engine.config, engine.model_files
     assert files is not None
-    # Process-wide, like CTranslate2's own pool: the one model thread uses these cores.
-    torch.set_num_threads(cfg.cpu_threads)
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = "float16" if device.startswith("cuda") else "float32"
     shared = load_simulstreaming_model(files.path, device=device, dtype=dtype,
                                        alignment_heads=cfg.alignment_heads)
-    # The first forward pays for lazy initialisation; do it before the first session does.
-    warm = _simulstreaming(engine, "en", shared)
-    warm.insert_audio(np.zeros(16000, dtype=np.float32), 0.0)
-    warm.process()
-    warm.finish()
+
+    def warm_up() -> None:
+        # OpenMP thread counts belong to the calling thread: set it on the model thread itself.
+        torch.set_num_threads(cfg.cpu_threads)
+        # The first forward pays for lazy initialisation; do it before the first session does.
+        warm = _simulstreaming(engine, "en", shared)
+        warm.insert_audio(np.zeros(16000, dtype=np.float32), 0.0)
+        warm.process()
+        warm.finish()
+
+    engine._executor.submit(warm_up).result()
     return shared
 
 
