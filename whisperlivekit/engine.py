@@ -56,11 +56,7 @@ class TranscriptionEngine:
                 return
         self.model_files = resolve_model(cfg.model, cfg.model_path, cache_dir=cfg.model_cache_dir)
         logger.info("model %s from %s (%s)", cfg.model, self.model_files.path, self.model_files.source)
-        kind = _POLICIES[cfg.backend_policy]
-        if kind.needs_ctranslate2:
-            self.backend = self._load_backend()
-            self.backend.warmup()
-        self.policy_model = kind.load(self)
+        self.policy_model = _POLICIES[cfg.backend_policy].load(self)
         if cfg.vac:
             from whisperlivekit.audio.vad import SileroVADModel
 
@@ -151,7 +147,12 @@ class PolicyKind(NamedTuple):
 
     load: Callable[[TranscriptionEngine], Any]  # the model its sessions share, loaded once
     new: Callable[[TranscriptionEngine, str], StreamingPolicy]  # one session's state
-    needs_ctranslate2: bool
+
+
+def _load_local_agreement(engine: TranscriptionEngine) -> Any:
+    backend = engine.file_backend()  # LocalAgreement runs on the same CTranslate2 model as files
+    backend.warmup()
+    return backend
 
 
 def _local_agreement(engine: TranscriptionEngine, language: str) -> StreamingPolicy:
@@ -218,6 +219,6 @@ def _simulstreaming(engine: TranscriptionEngine, language: str, shared: Any = No
 
 # A policy is one entry here and one module in whisperlivekit/asr/.
 _POLICIES: dict[str, PolicyKind] = {
-    "localagreement": PolicyKind(lambda engine: engine.backend, _local_agreement, needs_ctranslate2=True),
-    "simulstreaming": PolicyKind(_load_simulstreaming, _simulstreaming, needs_ctranslate2=False),
+    "localagreement": PolicyKind(_load_local_agreement, _local_agreement),
+    "simulstreaming": PolicyKind(_load_simulstreaming, _simulstreaming),
 }
