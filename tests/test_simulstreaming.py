@@ -218,11 +218,13 @@ class Scripted:
         self.frame = 0
 
     def decode(self, features, audio_frames, final):
+        step = next(self.updates, [])
+        ids, reason = step if isinstance(step, tuple) else (step, "eot" if final else "fired")
         tokens = []
-        for token in next(self.updates, []):
+        for token in ids:
             self.frame += 10
             tokens.append(ss._Token(token, self.frame, -0.1))
-        return tokens, final
+        return tokens, reason
 
 
 @needs_model
@@ -282,6 +284,37 @@ def test_a_word_cut_by_the_stop_is_withheld(shared):
     out = policy.process()
     assert [t.id for t in policy.prefix] == ids[:2] and [t.id for t in policy.withheld] == ids[2:]
     assert text(list(out.tentative)) == " two three"  # shown, not forced into the next decode
+
+
+@needs_model
+def test_a_decoder_stuck_on_its_prefix_starts_afresh(shared):
+    """A loop cut to one copy can leave a prefix every later decode re-reads and stops on at once
+    (seen at 3x speed: "said the king said the", then nothing for the rest of the stream)."""
+    policy = SimulStreamingPolicy(shared)
+    said, rest = policy.tokenizer.encode(" said the king"), policy.tokenizer.encode(" and good")
+    stuck = ([], "rewind")
+    Scripted(policy, [said, stuck, stuck, stuck, stuck, rest])
+    policy.insert_audio(np.zeros(16000, np.float32), 0.0)
+    committed = list(policy.process().committed)
+    for k in range(4):  # the last token sits at 0.6 s: 2 s past it is the 4th chunk
+        policy.insert_audio(np.zeros(8000, np.float32), 1.0 + 0.5 * k)
+        committed += policy.process().committed
+        assert bool(policy.prefix) == (k < 3)
+    assert text(committed) == " said the king" and policy.buffer.start == pytest.approx(0.62)
+    assert policy.tokenizer.decode(policy.context).endswith(" said the king")
+    policy.insert_audio(np.zeros(8000, np.float32), 3.0)
+    after = list(policy.process().committed) + list(policy.finish().committed)
+    assert text(after) == " and good" and after[0].start >= 0.62
+
+
+@needs_model
+def test_finish_goes_on_past_a_decode_that_stopped_early(shared):
+    policy = SimulStreamingPolicy(shared)
+    said, rest = policy.tokenizer.encode(" said the"), policy.tokenizer.encode(" king and good")
+    Scripted(policy, [[], (said, "loop"), rest])
+    policy.insert_audio(np.zeros(16000 * 4, np.float32), 0.0)
+    policy.process()
+    assert text(list(policy.finish().committed)) == " said the king and good"
 
 
 @needs_model

@@ -46,7 +46,10 @@ the decoder after <|startofprev|> (static prompt first, then the most recent ``m
 Guards: a no-speech probability at <|startoftranscript|> above 0.6 with a mean log-probability under
 -1 drops a fresh buffer's tokens (Whisper's silence rule); an n-gram repeated 3 times at the end is cut
 to one copy; a word attended 40+ frames before the previous one (re-reading audio) stops the update;
-more than 15 tokens per second of buffer discards it.
+more than 15 tokens per second of buffer discards it. A decoder that keeps stopping on a loop or a
+rewind without a new token, 2 s of audio past its last one, lets the prefix go (output, made context,
+its audio dropped) and starts afresh; ``finish`` does the same for anything past the tail, so a wrong
+prefix cannot swallow the rest of the stream.
 Speed: the prompt and the committed prefix go through the decoder in one call, projecting only the
 two positions whose logits are read (half the cost of a 250-token prompt). Nothing else survives an
 update: every decoder state depends on the audio through cross-attention, and the encoder is
@@ -119,6 +122,10 @@ MAX_NGRAM = 64  # a repeated sentence is a long n-gram
 # that re-read a sentence came back 45).
 REWIND_FRAMES = 40
 PREVIEW_BACKTRACK_FRAMES = 10
+# Audio past the last committed token that a decoder stopping at once on a loop or rewind leaves
+# untranscribed before the prefix is let go (see _stalled); at finish, anything past the tail.
+STALL_SECONDS = 2.0
+MAX_FINISH_RESTARTS = 4
 TEXT_ROOM = 64  # decoder positions kept free for new tokens when the context is long
 # Word times from attention peaks, which sit late in a token's audio: calibrated against a forced
 # alignment (faster-whisper base, DTW) of 60 s hifitts/LJSpeech streams, median error < 0.1 s.
@@ -418,7 +425,9 @@ class SimulStreamingPolicy(StreamingPolicy):
         if self.tokenizer is None and not self._detect_language(features, final=False):
             return PolicyOutput(tuple(committed), self.tentative)
         self.preview, self._stopped_mid_word = [], False
-        tokens, eot = self._decode(features, audio_frames, final=False)
+        tokens, reason = self._decode(features, audio_frames, final=False)
+        if not tokens and self._stalled(reason, audio_frames, STALL_SECONDS):
+            return PolicyOutput(tuple(committed + self._restart()), ())
         # A word the stop cut in two would be forced, half-heard, into every later decode.
         if self._stopped_mid_word or not self._boundary_fires(features, audio_frames):
             tokens, self.withheld = self._split_last_word(tokens)
@@ -427,22 +436,50 @@ class SimulStreamingPolicy(StreamingPolicy):
         tokens, unsure = self._split_unsure(tokens, audio_frames)
         self.withheld = unsure + self.withheld
         self.prefix += tokens
-        self._complete = eot and not self.withheld
+        self._complete = reason == "eot" and not self.withheld
         committed += self._emit(final=False)
         self.tentative = self._tentative_words()
         return PolicyOutput(tuple(committed), self.tentative)
 
     def finish(self) -> PolicyOutput:
-        if len(self.buffer) >= SAMPLES_PER_FRAME and not self._complete:
+        committed: list[Word] = []
+        for _ in range(MAX_FINISH_RESTARTS):
+            if len(self.buffer) < SAMPLES_PER_FRAME or self._complete:
+                break
             features, audio_frames = self._encode()
-            if self.tokenizer is not None or self._detect_language(features, final=True):
-                self.prefix += self._decode(features, audio_frames, final=True)[0]
-        committed = self._emit(final=True)
+            if self.tokenizer is None and not self._detect_language(features, final=True):
+                break
+            tokens, reason = self._decode(features, audio_frames, final=True)
+            self.prefix += tokens
+            if not self._stalled(reason, audio_frames, TAIL_SECONDS):
+                break
+            committed += self._restart()
+        committed += self._emit(final=True)
         self._to_context(self.prefix)
         self.prefix, self.emitted, self.withheld, self.preview, self.tentative = [], 0, [], [], ()
         self.buffer.clear()
         self._complete = False
         return PolicyOutput(tuple(committed), ())
+
+    def _stalled(self, reason: str, audio_frames: int, seconds: float) -> bool:
+        """The decoder stopped on a loop or a rewind with ``seconds`` of audio after its last token.
+
+        A wrong committed prefix (a loop cut to one copy) can make every later decode re-read it and
+        stop at once: without a restart the rest of the stream would never be transcribed.
+        """
+        if reason not in ("loop", "rewind") or not self.prefix:
+            return False
+        return (audio_frames - 1 - self.prefix[-1].frame) * FRAME_SECONDS > seconds
+
+    def _restart(self) -> list[Word]:
+        """Output the whole prefix, make it context and drop its audio: decode the rest afresh."""
+        logger.debug("no progress past %r: restarting after it", self.tokenizer.decode([self.prefix[-1].id]))
+        words = self._emit(final=True)
+        cut = min(self.prefix[-1].frame + 1, len(self.buffer) // SAMPLES_PER_FRAME)
+        self._to_context(self.prefix)
+        self.prefix, self.emitted, self.withheld, self.preview = [], 0, [], []
+        self.buffer.drop_first(cut * SAMPLES_PER_FRAME)
+        return words
 
     # -- audio ------------------------------------------------------------------------------------
     def _encode(self) -> tuple[Tensor, int]:
@@ -559,8 +596,9 @@ class SimulStreamingPolicy(StreamingPolicy):
                               torch.tensor(sorted(begin), device=device))
         return self._suppress
 
-    def _decode(self, features: Tensor, audio_frames: int, final: bool) -> tuple[list[_Token], bool]:
-        """Continue the committed prefix on the current audio; the new tokens and whether EOT came.
+    def _decode(self, features: Tensor, audio_frames: int, final: bool) -> tuple[list[_Token], str]:
+        """Continue the committed prefix on the current audio: the new tokens and why decoding ended
+        (``eot``, ``fired``: the AlignAtt stop, ``rewind``, ``loop``, ``limit``).
 
         Beam search (``beams`` hypotheses) with the AlignAtt stop: decoding ends when ``beams``
         hypotheses have ended with EOT, or (unless ``final``) when the best live hypothesis' next
@@ -638,16 +676,16 @@ class SimulStreamingPolicy(StreamingPolicy):
                 logits, rows = logits[:, -1], attn[:, :, -1]
         if reason == "limit":
             logger.debug("token bound reached: the update is discarded as a runaway loop")
-            return [], False
+            return [], reason
         pool = finished + ([stopped] if stopped is not None else [])
         result = max(pool, key=lambda h: h.score / max(1, len(h.tokens) + h.ended), default=_Hypothesis())
         tokens = result.tokens
         if tokens and no_speech > NO_SPEECH_THRESHOLD and result.score / len(tokens) < LOGPROB_THRESHOLD:
             logger.debug("no speech (p=%.2f): %r dropped", no_speech, tok.decode([t.id for t in tokens]))
-            return [], result.ended
+            return [], "eot" if result.ended else reason
         if result is stopped and stop_state is not None and opts.preview_tokens:
             self.preview = self._preview(cache, stop_state, result, audio_frames)
-        return tokens, result.ended
+        return tokens, "eot" if result.ended else reason
 
     def _preview(
         self, cache: KVCache, stop_state: tuple[int, Tensor, Tensor], hypothesis: _Hypothesis,
