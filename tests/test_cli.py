@@ -31,8 +31,8 @@ def test_readme_starts_with_two_commands_and_ci_runs_the_second() -> None:
     ci = (REPO / ".ci" / "run").read_text().strip().splitlines()
     assert ci[-1] == test
     # Chromium for the browser tests: CI installs it the way the README tells a developer to.
-    assert "bash scripts/install-browser-deps.sh" in (REPO / "README.md").read_text()
-    assert any(line.startswith("bash scripts/install-browser-deps.sh") for line in ci)
+    assert "bash scripts/install-test-deps.sh" in (REPO / "README.md").read_text()
+    assert any(line.startswith("bash scripts/install-test-deps.sh") for line in ci)
 
 
 def test_cli_is_generated_from_config() -> None:

@@ -35,7 +35,7 @@ sync_api = pytest.importorskip(
 )
 pytestmark = pytest.mark.skipif(
     chromium_executable() is None,
-    reason="Chromium is not installed: run scripts/install-browser-deps.sh (or set WLK_CHROMIUM)",
+    reason="Chromium is not installed: run scripts/install-test-deps.sh (or set WLK_CHROMIUM)",
 )
 
 JFK = (

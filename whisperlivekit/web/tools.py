@@ -191,7 +191,7 @@ def take_screenshots(out_dir: Path, fake_audio: Path | None = None, playwright: 
             return take_screenshots(out_dir, fake_audio, instance)
     executable = chromium_executable()
     if executable is None:
-        raise RuntimeError("Chromium is not installed: run scripts/install-browser-deps.sh")
+        raise RuntimeError("Chromium is not installed: run scripts/install-test-deps.sh")
     out_dir.mkdir(parents=True, exist_ok=True)
     shots = []
     sizes = {"desktop": ({"width": 1100, "height": 760}, 1), "phone": ({"width": 390, "height": 844}, 2)}
@@ -230,7 +230,7 @@ def take_extension_screenshot(out_dir: Path, fake_audio: Path | None = None, pla
 
     executable = chromium_executable()
     if executable is None:
-        raise RuntimeError("Chromium is not installed: run scripts/install-browser-deps.sh")
+        raise RuntimeError("Chromium is not installed: run scripts/install-test-deps.sh")
     with tempfile.TemporaryDirectory() as scratch:
         extension = build_extension(Path(scratch) / "extension")
         context = playwright.chromium.launch_persistent_context(
