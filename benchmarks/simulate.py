@@ -14,6 +14,7 @@ import numpy as np
 from whisperlivekit.audio.vad import SpeechStart
 from whisperlivekit.bench.dataset import load_set
 from whisperlivekit.bench.metrics import wer
+from whisperlivekit.config import Config
 from whisperlivekit.engine import TranscriptionEngine
 from whisperlivekit.messages import Word
 
@@ -56,8 +57,11 @@ def main() -> None:
     parser.add_argument("--set", nargs="+", default=["en/hifitts_6097", "en/ljspeech"])
     parser.add_argument("--chunk", type=float, default=0.5, help="seconds per update")
     parser.add_argument("--random", action="store_true", help="update sizes uniform in [chunk, 3 chunk]")
+    parser.add_argument("--option", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                        help="any other Config field, e.g. --option beams 3")
     args = parser.parse_args()
-    engine = TranscriptionEngine(model=args.model, backend_policy=args.policy, pcm_input=True)
+    options = {name: type(getattr(Config(), name))(value) for name, value in args.option}
+    engine = TranscriptionEngine(model=args.model, backend_policy=args.policy, pcm_input=True, **options)
     for name in args.set:
         stream = load_set(name)
         t0 = time.perf_counter()

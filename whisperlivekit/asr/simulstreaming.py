@@ -469,13 +469,18 @@ class SimulStreamingPolicy(StreamingPolicy):
         """
         if reason not in ("loop", "rewind") or not self.prefix:
             return False
-        return (audio_frames - 1 - self.prefix[-1].frame) * FRAME_SECONDS > seconds
+        return (audio_frames - 1 - self._heard_until()) * FRAME_SECONDS > seconds
+
+    def _heard_until(self) -> int:
+        """The last frame the prefix's words were attended at (punctuation peaks wander: not those)."""
+        return max((t.frame for t in self.prefix if self._is_word(t.id)), default=self.prefix[-1].frame)
 
     def _restart(self) -> list[Word]:
         """Output the whole prefix, make it context and drop its audio: decode the rest afresh."""
-        logger.debug("no progress past %r: restarting after it", self.tokenizer.decode([self.prefix[-1].id]))
+        assert self.tokenizer is not None
+        logger.debug("no progress past %r: restarting after it", self.tokenizer.decode([t.id for t in self.prefix]))
+        cut = min(self._heard_until() + 1, len(self.buffer) // SAMPLES_PER_FRAME)
         words = self._emit(final=True)
-        cut = min(self.prefix[-1].frame + 1, len(self.buffer) // SAMPLES_PER_FRAME)
         self._to_context(self.prefix)
         self.prefix, self.emitted, self.withheld, self.preview = [], 0, [], []
         self.buffer.drop_first(cut * SAMPLES_PER_FRAME)
