@@ -2,10 +2,14 @@
 # System packages some tests need, from Debian: each group is optional, and the tests that need a
 # missing one are skipped with a message saying so. Idempotent, and never fails its caller.
 #   chromium     the browser tests (tests/test_web*.py); Playwright's own download is not reachable
+#   postgresql   the PostgreSQL transcript store (tests/test_store.py starts its own server)
+#   apertium     the rule-based translation backend (tests/test_translation_backends.py)
 # Add a group as one line in PACKAGES below.
 set -u
 declare -A PACKAGES=(
   [chromium]="chromium fonts-dejavu-core"
+  [postgresql]="postgresql"
+  [apertium]="apertium apertium-eng-spa"
 )
 
 if [ "$(id -u)" = 0 ]; then

@@ -20,6 +20,14 @@ def eval_dir() -> Path:
     pytest.skip("../shared/eval is not present")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _user_data_in_a_temp_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Servers store transcripts in the user data dir by default: the tests' go to a temp dir."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("xdg-data")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def eval_root() -> Path:
     return eval_dir()

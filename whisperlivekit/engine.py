@@ -19,6 +19,7 @@ from whisperlivekit.config import Config
 
 if TYPE_CHECKING:
     from whisperlivekit.asr.base import ASRBackend, StreamingPolicy
+    from whisperlivekit.asr.batching import BatchScheduler
     from whisperlivekit.asr.model_files import ModelFiles
     from whisperlivekit.audio.vad import SileroVADModel, StreamingVAD
     from whisperlivekit.diarization.base import DiarizationBackend, DiarizationModel
@@ -31,6 +32,9 @@ class TranscriptionEngine:
     def __init__(self, config: Config | None = None, **options: Any) -> None:
         base = config or Config()
         self.config = base.replace(**options) if options else base
+        from whisperlivekit.server.metrics import Metrics
+
+        self.metrics = Metrics()  # this engine's own registry (GET /metrics); the scheduler reports here
         self.model_files: ModelFiles | None = None
         self.backend: ASRBackend | None = None  # CTranslate2: files, LocalAgreement
         self._backend_lock = threading.Lock()
@@ -38,10 +42,18 @@ class TranscriptionEngine:
         self.vad_model: SileroVADModel | None = None
         # One worker: on a CPU, concurrent model calls only fight over the same cores.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wlk-model")
+        # Gathers concurrent sessions' model calls into batches on that thread (policies that can).
+        self.batcher: BatchScheduler | None = None
         # Diarization: its own model and thread, so that it never queues behind (or delays) the ASR.
         self.diarization_model: DiarizationModel | None = None
         self._diarization_executor: ThreadPoolExecutor | None = None
+        # Translation: its backend is loaded on the first session that asks, and runs on its own thread.
+        from whisperlivekit.translation.service import TranslationService
+
+        self.translation = TranslationService(self.config)
         self._load()
+        if self.config.target_language:  # a server that translates by default loads it with the models
+            self.translation.backend()
 
     def _load(self) -> None:
         from whisperlivekit.asr.model_files import resolve_model
@@ -125,7 +137,12 @@ class TranscriptionEngine:
         )
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a blocking model call off the event loop."""
+        """Run a blocking model call off the event loop; a batchable policy update (`process`,
+        `finish` of LocalAgreement) goes through the batch scheduler, batched with other sessions'."""
+        from whisperlivekit.asr.batching import steps_of
+
+        if self.batcher is not None and (steps := steps_of(fn, *args)) is not None:
+            return await self.batcher.run(steps, owner=getattr(fn, "__self__", None))
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     def new_diarization(self) -> DiarizationBackend | None:
@@ -138,6 +155,9 @@ class TranscriptionEngine:
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+        if self.batcher is not None:
+            self.batcher.close()
+        self.translation.close()
         if self._diarization_executor is not None:
             self._diarization_executor.shutdown(wait=False, cancel_futures=True)
 
@@ -152,6 +172,17 @@ class PolicyKind(NamedTuple):
 def _load_local_agreement(engine: TranscriptionEngine) -> Any:
     backend = engine.file_backend()  # LocalAgreement runs on the same CTranslate2 model as files
     backend.warmup()
+    cfg = engine.config
+    if cfg.batch_max_size > 1:
+        from whisperlivekit.asr.batching import BatchScheduler
+
+        engine.batcher = BatchScheduler(
+            backend,
+            engine._executor,
+            max_size=cfg.batch_max_size,
+            max_wait=cfg.batch_max_wait,
+            on_batch=getattr(getattr(engine, "metrics", None), "observe_batch", None),
+        )
     return backend
 
 

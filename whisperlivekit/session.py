@@ -24,6 +24,7 @@ import numpy as np
 from whisperlivekit.asr.base import words_text
 from whisperlivekit.audio.decoder import SAMPLE_RATE, AudioDecodeError, AudioDecoder, make_decoder
 from whisperlivekit.audio.vad import SpeechStart, VADEvent
+from whisperlivekit.backpressure import LagWatch
 from whisperlivekit.messages import (
     EndOfStream,
     PipelineItem,
@@ -32,11 +33,12 @@ from whisperlivekit.messages import (
     SpeechAudio,
     UtteranceEnd,
 )
-from whisperlivekit.output.transcript import DEFAULT_SPEAKER, Transcript
+from whisperlivekit.output.transcript import DEFAULT_SPEAKER, Line, Transcript
 
 if TYPE_CHECKING:
     from whisperlivekit.diarization.base import SpeakerSegment
     from whisperlivekit.engine import TranscriptionEngine
+    from whisperlivekit.translation.stage import TranslationStage
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +61,8 @@ class AudioProcessor:
         self.language = language or cfg.language
         self.target_language = target_language or None
         self.transcribing = not cfg.no_transcription
+        self._updates: asyncio.Queue[dict | None] = asyncio.Queue()
+        self.translation = self._new_translation(cfg.target_language)  # before the policy: may refuse
         self.policy = engine.new_policy(self.language) if self.transcribing else None
         self.vad = engine.new_vad()
         self.diarization = engine.new_diarization()
@@ -68,7 +72,6 @@ class AudioProcessor:
         self.transcript = Transcript()
         self._decoder: AudioDecoder | None = None
         self._pipeline: asyncio.Queue[PipelineItem] = asyncio.Queue()
-        self._updates: asyncio.Queue[dict | None] = asyncio.Queue()
         self._tasks: list[asyncio.Task] = []
         self._tentative = ""
         self._received_until = 0.0  # stream time of the last sample decoded
@@ -77,18 +80,43 @@ class AudioProcessor:
         self.utterance_ends: list[float] = []  # VAD utterance ends flushed through the policy (/v1/listen)
         self._last_update: dict | None = None
         self._closed = False
+        self.meter = engine.metrics.session()  # Prometheus: audio, word latency, model calls, errors
+        self._lag_watch = LagWatch(cfg.max_lag)
 
     # -- public API -------------------------------------------------------------------------
 
     async def create_tasks(self) -> AsyncIterator[dict]:
         """Start the session; iterate the result for updates until `ready_to_stop`."""
         self._decoder = make_decoder(self.pcm_input)
+        self.meter.start()
         self._tasks = [asyncio.create_task(self._guard(self._detect_speech), name="wlk-vad")]
         if self.transcribing:
             self._tasks.append(asyncio.create_task(self._guard(self._transcribe), name="wlk-asr"))
         if self.diarization is not None:
             self._tasks.append(asyncio.create_task(self._guard(self._diarize), name="wlk-diar"))
+        if self.translation is not None:
+            # A resumed session's stored lines were translated then; this stream's clock starts at 0.
+            self.translation.skip(len(self.transcript.lines), getattr(self.transcript, "offset", 0.0))
+            self._tasks.append(asyncio.create_task(self._guard(self.translation.run), name="wlk-translate"))
         return self._results()
+
+    def _new_translation(self, default_target: str | None) -> TranslationStage | None:
+        """The translation stage when this session has a target language (ValueError: unknown/unsupported)."""
+        self.target_language = self.target_language or default_target or None
+        if not self.target_language or not self.transcribing:
+            return None
+        from whisperlivekit.translation.stage import new_translation_stage
+
+        return new_translation_stage(
+            self.engine, self.language, self.target_language, on_change=self._publish,
+            on_warning=lambda warning: self._updates.put_nowait({"type": "warning", "warning": warning}),
+        )
+
+    def resume(self, lines: list[Line], until: float) -> None:
+        """Continue a stored session: its `lines` come first and this stream's time starts at `until`."""
+        from whisperlivekit.store.resume import ResumedTranscript
+
+        self.transcript = ResumedTranscript(lines, until)
 
     async def process_audio(self, data: bytes) -> None:
         """Feed client bytes; empty bytes end the stream."""
@@ -104,6 +132,7 @@ class AudioProcessor:
 
     async def cleanup(self) -> None:
         """Stop everything (client gone or session over). Safe to call twice."""
+        self.meter.end()
         if self._decoder is not None:
             self._decoder.close()
         for task in self._tasks:
@@ -111,6 +140,9 @@ class AudioProcessor:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        close = getattr(self.policy, "close", None)  # a remote policy frees its replica's state
+        if close is not None:
+            close()
 
     # -- stages -------------------------------------------------------------------------------
 
@@ -122,9 +154,11 @@ class AudioProcessor:
             raise
         except AudioDecodeError as error:
             logger.info("session audio rejected: %s", error)
+            self.meter.error("audio_decode")
             self._fail(str(error))
         except Exception as error:
             logger.exception("session failed")
+            self.meter.error("internal")
             self._fail(f"internal error: {type(error).__name__}: {error}")
 
     def _fail(self, message: str) -> None:
@@ -172,6 +206,9 @@ class AudioProcessor:
                 self._diarization_audio.put_nowait((chunk, received / SAMPLE_RATE))
             received += len(chunk)
             self._received_until = received / SAMPLE_RATE
+            if self.translation is not None and self.translation.keep_audio:
+                self.translation.add_audio(chunk)
+            self._on_received(len(chunk))
             if not self.transcribing:
                 continue
             history = np.concatenate([history, chunk])
@@ -218,6 +255,8 @@ class AudioProcessor:
                     if self.diarization is not None:
                         await self._diarization_done.wait()
                         self.transcript.add_speakers((), math.inf)
+                    if self.translation is not None:  # every line gets its translation or error first
+                        await self.translation.finish(self.transcript.lines)
                     self._publish()
                     self._updates.put_nowait({"type": "ready_to_stop"})
                     self._updates.put_nowait(None)
@@ -227,11 +266,13 @@ class AudioProcessor:
 
     async def _apply(self, step: Callable[[], PolicyOutput]) -> None:
         target = self._received_until
-        output = await self.engine.run(step)
+        with self.meter.model_call():
+            output = await self.engine.run(step)
         self._transcribed_until = max(self._transcribed_until, min(target, self._received_until))
         language = getattr(self.policy, "detected_language", None)
         speaker = None if self.diarization is not None else DEFAULT_SPEAKER
         self.transcript.add_words(output.committed, speaker=speaker, language=language)
+        self.meter.committed(output.committed)
         self._tentative = words_text(output.tentative)
         self._publish()
 
@@ -271,7 +312,19 @@ class AudioProcessor:
 
     # -- output -------------------------------------------------------------------------------
 
+    def _on_received(self, samples: int) -> None:
+        """Metrics, and one warning when the model falls more than --max-lag behind (audio is kept)."""
+        self.meter.received(samples / SAMPLE_RATE, self._received_until)
+        if self.transcribing:
+            warning = self._lag_watch.check(self._received_until - self._transcribed_until)
+            if warning is not None:
+                self.meter.metrics.lag_warnings.inc()
+                self._updates.put_nowait({"type": "warning", "warning": warning})
+
     def _publish(self) -> None:
+        self.meter.transcribed(self._transcribed_until)
+        if self.translation is not None:
+            self.translation.observe(self.transcript.lines, self._tentative)
         update = self.snapshot()
         comparable = {k: v for k, v in update.items() if not k.startswith("remaining_time")}
         if comparable != self._last_update:
@@ -289,7 +342,7 @@ class AudioProcessor:
             "lines": self.transcript.to_dicts(),
             "buffer_transcription": self._tentative,
             "buffer_diarization": self.transcript.pending_text,
-            "buffer_translation": "",
+            "buffer_translation": self.translation.buffer_translation if self.translation else "",
             "remaining_time_transcription": round(lag, 2),
             "remaining_time_diarization": round(diarization_lag, 2),
         }

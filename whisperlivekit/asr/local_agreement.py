@@ -15,11 +15,15 @@ from typing import Literal
 import numpy as np
 
 from whisperlivekit.asr.base import ASRBackend, AudioBuffer, StreamingPolicy, words_text
+from whisperlivekit.asr.batching import LanguageDetection, ModelSteps, Transcription, batchable, run_steps
 from whisperlivekit.messages import PolicyOutput, Word
 
 SAMPLE_RATE = 16000
 MAX_BUFFER_SECONDS = 28.0  # Whisper sees at most 30 s; keep room for the tail padding
-PROMPT_CHARS = 200
+PROMPT_CHARS = 300  # committed text offered as the prompt: always more than PROMPT_TOKENS
+# The prompt's length in tokens, fixed so that the prompts of different sessions can share one
+# batched decoder call (CTranslate2 wants <|startoftranscript|> at the same position in all).
+PROMPT_TOKENS = 48
 MAX_OVERLAP_WORDS = 5
 LANGUAGE_DETECTION_SECONDS = 1.0
 _SENTENCE_END = re.compile(r"[.!?。！？]['\")\]]*$")
@@ -117,30 +121,41 @@ class LocalAgreementPolicy(StreamingPolicy):
     def insert_audio(self, samples: np.ndarray, start: float) -> None:
         self.buffer.append(samples, start)
 
+    # An update is a generator of model calls (batching.py): alone, `run_steps` answers them one
+    # by one; the engine's scheduler answers those of many sessions in one batched call.
+    @batchable("process_steps")
     def process(self) -> PolicyOutput:
-        committed = self.hypothesis.agree(self._transcribe())
+        return run_steps(self.process_steps(), self.backend)
+
+    @batchable("finish_steps")
+    def finish(self) -> PolicyOutput:
+        return run_steps(self.finish_steps(), self.backend)
+
+    def process_steps(self) -> ModelSteps[PolicyOutput]:
+        committed = self.hypothesis.agree((yield from self._transcribe()))
         self._trim()
         return PolicyOutput(tuple(committed), tuple(self.hypothesis.previous))
 
-    def finish(self) -> PolicyOutput:
-        latest = self._transcribe(final=True) if self.buffer.pending else None
+    def finish_steps(self) -> ModelSteps[PolicyOutput]:
+        latest = (yield from self._transcribe(final=True)) if self.buffer.pending else None
         committed = self.hypothesis.commit_all(latest)
         self._move_to_context(self.hypothesis.committed)
         self.hypothesis.committed = []
         self.buffer.clear()
         return PolicyOutput(tuple(committed), ())
 
-    def _transcribe(self, final: bool = False) -> list[Word]:
+    def _transcribe(self, final: bool = False) -> ModelSteps[list[Word]]:
         self.buffer.take_pending()
         audio = self.buffer.samples
         if self.detect_language and (final or self.buffered_seconds >= LANGUAGE_DETECTION_SECONDS):
-            self.language, _ = self.backend.detect_language(audio)
+            self.language, _ = yield LanguageDetection(audio)
             self.detected_language = self.language
             self.detect_language = False
         if self.detect_language:
             return []  # wait for enough audio to tell the language
-        words = self.backend.transcribe(audio, prompt=self._prompt(), language=self.language)
-        return [w.shifted(self.buffer.start) for w in words]
+        start = self.buffer.start
+        words = yield Transcription(audio, self._prompt(), self.language, PROMPT_TOKENS)
+        return [w.shifted(start) for w in words]
 
     def _prompt(self) -> str:
         return self.context[-PROMPT_CHARS:]

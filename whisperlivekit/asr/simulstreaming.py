@@ -478,7 +478,7 @@ class SimulStreamingPolicy(StreamingPolicy):
     def _restart(self) -> list[Word]:
         """Output the whole prefix, make it context and drop its audio: decode the rest afresh."""
         assert self.tokenizer is not None
-        logger.debug("no progress past %r: restarting after it", self.tokenizer.decode([t.id for t in self.prefix]))
+        logger.debug("no progress past %r: restarting", self.tokenizer.decode([t.id for t in self.prefix]))
         cut = min(self._heard_until() + 1, len(self.buffer) // SAMPLES_PER_FRAME)
         words = self._emit(final=True)
         self._to_context(self.prefix)

@@ -32,9 +32,12 @@ class Line:
     end: float
     translation: str = ""
     detected_language: str | None = None
+    translation_error: str | None = None  # why this line has no translation; sent only when set
 
     def to_dict(self) -> dict:
         data = asdict(self)
+        if self.translation_error is None:
+            del data["translation_error"]
         data["start"] = round(self.start, 2)
         data["end"] = round(self.end, 2)
         return data

@@ -16,6 +16,14 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from whisperlivekit.output.diff import DiffEncoder
+from whisperlivekit.server.admission import CLOSE_TRY_AGAIN_LATER, Admission
+from whisperlivekit.server.metrics import add_metrics_route
+from whisperlivekit.server.sessions_api import (
+    end_live_session,
+    install_sessions,
+    receive_guard,
+    start_live_session,
+)
 from whisperlivekit.session import AudioProcessor
 
 if TYPE_CHECKING:
@@ -49,7 +57,10 @@ def create_app(engine: TranscriptionEngine | None = None, config: Config | None 
 
     app = FastAPI(title="WhisperLiveKit", lifespan=lifespan)
     app.state.engine = engine
+    app.state.admission = Admission()  # --max-sessions, counted per app
     _include_integrations(app)
+    install_sessions(app, config or (engine.config if engine is not None else None))  # store, auth
+    add_metrics_route(app)
 
     @app.get("/health")
     async def health() -> JSONResponse:
@@ -83,7 +94,15 @@ def create_app(engine: TranscriptionEngine | None = None, config: Config | None 
         if current is None:
             await _refuse(websocket, "the server is still loading its models", CLOSE_INTERNAL_ERROR)
             return
-        await run_session(websocket, current)
+        limit = current.config.max_sessions
+        if not app.state.admission.try_enter(limit):
+            current.metrics.refuse("capacity")
+            await _refuse(websocket, Admission.refusal(limit), CLOSE_TRY_AGAIN_LATER)
+            return
+        try:
+            await run_session(websocket, current)
+        finally:
+            app.state.admission.leave()
 
     return app
 
@@ -111,17 +130,16 @@ async def run_session(websocket: WebSocket, engine: TranscriptionEngine) -> None
     except ValueError as error:
         await _refuse(websocket, str(error), CLOSE_POLICY_VIOLATION)
         return
-    await websocket.send_json({"type": "config", "useAudioWorklet": processor.pcm_input})
-    if processor.target_language:
-        await websocket.send_json(
-            {"type": "warning", "warning": "translation is not available on this server yet"}
-        )
-    updates = await processor.create_tasks()
+    recorder = await start_live_session(websocket, processor)  # id, resume, query; sends `config`
+    if recorder is None:
+        return
+    updates = recorder.wrap(await processor.create_tasks())  # stored before sent
     encoder = DiffEncoder() if mode == "diff" else None
     sender = asyncio.create_task(_send_updates(websocket, updates, encoder))
+    receive = receive_guard(websocket)  # message size, idle and session-length limits
     try:
         while not sender.done():
-            receiving = asyncio.ensure_future(websocket.receive())
+            receiving = asyncio.ensure_future(receive())
             done, _ = await asyncio.wait({receiving, sender}, return_when=asyncio.FIRST_COMPLETED)
             if receiving not in done:
                 receiving.cancel()
@@ -145,6 +163,7 @@ async def run_session(websocket: WebSocket, engine: TranscriptionEngine) -> None
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await sender
         await processor.cleanup()
+        await end_live_session(websocket, recorder)
 
 
 async def _send_updates(
