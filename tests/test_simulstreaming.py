@@ -308,6 +308,20 @@ def test_a_decoder_stuck_on_its_prefix_starts_afresh(shared):
 
 
 @needs_model
+def test_a_fresh_buffer_repeating_the_words_before_it_drops_them(shared):
+    """Audio cut inside the last words output (a restart, a reconnect mid-word) decodes them again."""
+    policy = SimulStreamingPolicy(shared)
+    said, rest = policy.tokenizer.encode(" said the king"), policy.tokenizer.encode(" and good")
+    policy.context = said[:]
+    Scripted(policy, [said + rest])  # frames 10, 20, 30 for the repeat; 40, 50 for the rest
+    policy.insert_audio(np.zeros(32000, np.float32), 5.0)
+    committed = list(policy.process().committed)
+    assert policy.buffer.start == pytest.approx(5.0 + 31 * 0.02)
+    assert [t.frame for t in policy.prefix] == [9, 19]
+    assert text(committed + list(policy.finish().committed)) == " and good"
+
+
+@needs_model
 def test_finish_goes_on_past_a_decode_that_stopped_early(shared):
     policy = SimulStreamingPolicy(shared)
     said, rest = policy.tokenizer.encode(" said the"), policy.tokenizer.encode(" king and good")

@@ -49,7 +49,8 @@ to one copy; a word attended 40+ frames before the previous one (re-reading audi
 more than 15 tokens per second of buffer discards it. A decoder that keeps stopping on a loop or a
 rewind without a new token, 2 s of audio past its last one, lets the prefix go (output, made context,
 its audio dropped) and starts afresh; ``finish`` does the same for anything past the tail, so a wrong
-prefix cannot swallow the rest of the stream.
+prefix cannot swallow the rest of the stream. A fresh buffer whose first words repeat the last ones
+output (its audio began inside them) drops them and their audio.
 Speed: the prompt and the committed prefix go through the decoder in one call, projecting only the
 two positions whose logits are read (half the cost of a 250-token prompt). Nothing else survives an
 update: every decoder state depends on the audio through cross-attention, and the encoder is
@@ -426,6 +427,7 @@ class SimulStreamingPolicy(StreamingPolicy):
             return PolicyOutput(tuple(committed), self.tentative)
         self.preview, self._stopped_mid_word = [], False
         tokens, reason = self._decode(features, audio_frames, final=False)
+        tokens = self._drop_repeated_context(tokens)
         if not tokens and self._stalled(reason, audio_frames, STALL_SECONDS):
             return PolicyOutput(tuple(committed + self._restart()), ())
         # A word the stop cut in two would be forced, half-heard, into every later decode.
@@ -450,7 +452,7 @@ class SimulStreamingPolicy(StreamingPolicy):
             if self.tokenizer is None and not self._detect_language(features, final=True):
                 break
             tokens, reason = self._decode(features, audio_frames, final=True)
-            self.prefix += tokens
+            self.prefix += self._drop_repeated_context(tokens)
             if not self._stalled(reason, audio_frames, TAIL_SECONDS):
                 break
             committed += self._restart()
@@ -470,6 +472,23 @@ class SimulStreamingPolicy(StreamingPolicy):
         if reason not in ("loop", "rewind") or not self.prefix:
             return False
         return (audio_frames - 1 - self._heard_until()) * FRAME_SECONDS > seconds
+
+    def _drop_repeated_context(self, tokens: list[_Token]) -> list[_Token]:
+        """A fresh buffer's decode that opens with the last words already output (audio cut inside
+        them: a restart, a client reconnecting mid-word) repeats them: drop them and their audio."""
+        if self.prefix or not tokens:
+            return tokens
+        ids = [t.id for t in tokens]
+        for n in range(min(len(ids), len(self.context), MAX_NGRAM), 1, -1):
+            if self.context[-n:] == ids[:n] and any(self._is_word(i) for i in ids[:n]):
+                repeated, rest = tokens[:n], tokens[n:]
+                cut = min(max(t.frame for t in repeated) + 1, len(self.buffer) // SAMPLES_PER_FRAME)
+                logger.debug("%r repeats the text before it: dropped", self.tokenizer.decode(ids[:n]))
+                self.buffer.drop_first(cut * SAMPLES_PER_FRAME)
+                for t in rest:
+                    t.frame = max(0, t.frame - cut)
+                return rest
+        return tokens
 
     def _heard_until(self) -> int:
         """The last frame the prefix's words were attended at (punctuation peaks wander: not those)."""
