@@ -8,17 +8,12 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from conftest import LiveServer
+from conftest import JFK, LiveServer
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from whisperlivekit.bench.metrics import wer
 from whisperlivekit.client import decode_audio, stream_audio
-
-JFK = (
-    "And so, my fellow Americans, ask not what your country can do for you, "
-    "ask what you can do for your country."
-)
 
 
 @pytest.fixture(scope="module")

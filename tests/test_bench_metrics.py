@@ -11,15 +11,11 @@ import time
 
 import numpy as np
 import pytest
+from conftest import JFK as JFK_TEXT
 
 from whisperlivekit.bench import metrics
 from whisperlivekit.bench.dataset import build_long_stream, find_eval_dir, load_manifest, select
 from whisperlivekit.client import Message, StreamResult, committed_text, decode_audio, stream_audio
-
-JFK_TEXT = (
-    "And so, my fellow Americans, ask not what your country can do for you, "
-    "ask what you can do for your country."
-)
 
 
 def _eval_dir():

@@ -12,14 +12,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import JFK
 
 from whisperlivekit.bench.metrics import wer
 
 REPO = Path(__file__).resolve().parents[1]
-JFK = (
-    "And so, my fellow Americans, ask not what your country can do for you, "
-    "ask what you can do for your country."
-)
 # Runs `wlk` with the sounddevice module blocked, as on a machine without the `listen` extra.
 WITHOUT_SOUNDDEVICE = (
     "import sys; sys.modules['sounddevice'] = None; "

@@ -11,17 +11,13 @@ from dataclasses import dataclass, field
 import av
 import numpy as np
 import pytest
+from conftest import JFK
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from whisperlivekit.bench.metrics import wer
 from whisperlivekit.client import decode_audio, to_pcm16
 from whisperlivekit.server.deepgram import Linear16Resampler
-
-JFK = (
-    "And so, my fellow Americans, ask not what your country can do for you, "
-    "ask what you can do for your country."
-)
 
 
 @dataclass

@@ -9,17 +9,13 @@ import json
 
 import numpy as np
 import pytest
+from conftest import JFK
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from whisperlivekit.bench.metrics import wer
 from whisperlivekit.client import DiffReader, apply_diff, decode_audio, stream_audio
 from whisperlivekit.output.diff import DiffEncoder
-
-JFK = (
-    "And so, my fellow Americans, ask not what your country can do for you, "
-    "ask what you can do for your country."
-)
 
 
 def replay(states: list[dict]) -> list[dict]:

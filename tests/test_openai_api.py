@@ -13,16 +13,12 @@ import openai
 import pytest
 import srt
 import webvtt
-from conftest import LiveServer
+from conftest import JFK, LiveServer
 
 from whisperlivekit.bench.metrics import wer
 from whisperlivekit.client import to_pcm16
 from whisperlivekit.server import openai_api
 
-JFK = (
-    "And so, my fellow Americans, ask not what your country can do for you, "
-    "ask what you can do for your country."
-)
 JFK_SECONDS = 11.0
 
 

@@ -11,16 +11,13 @@ import statistics
 import httpx
 import numpy as np
 import pytest
+from conftest import JFK
 from websockets.asyncio.client import connect
 
 from whisperlivekit.bench.metrics import normalize, wer
 from whisperlivekit.client import _webm_chunks, decode_audio, stream_audio
 
 run = asyncio.run
-JFK = (
-    "And so, my fellow Americans, ask not what your country can do for you, "
-    "ask what you can do for your country."
-)
 UPDATE_KEYS = {
     "status",
     "lines",

@@ -17,6 +17,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from conftest import JFK as JFK_REFERENCE  # noqa: E402
+
 from whisperlivekit.asr import simulstreaming as ss  # noqa: E402
 from whisperlivekit.asr.model_files import ModelNotFoundError, resolve_model  # noqa: E402
 from whisperlivekit.asr.simulstreaming import (  # noqa: E402
@@ -29,11 +31,6 @@ from whisperlivekit.asr.simulstreaming import (  # noqa: E402
     should_stop,
 )
 from whisperlivekit.messages import Word  # noqa: E402
-
-JFK_REFERENCE = (
-    "And so, my fellow Americans, ask not what your country can do for you, "
-    "ask what you can do for your country."
-)
 
 
 def _tiny_en_dir() -> Path | None:

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import JFK
 
 from whisperlivekit.bench.metrics import normalize, wer
 from whisperlivekit.web.tools import (
@@ -38,10 +39,6 @@ pytestmark = pytest.mark.skipif(
     reason="Chromium is not installed: run scripts/install-test-deps.sh (or set WLK_CHROMIUM)",
 )
 
-JFK = (
-    "And so, my fellow Americans, ask not what your country can do for you, "
-    "ask what you can do for your country."
-)
 CLIP_S = 11.0
 SRT_TIME = r"(\d\d):(\d\d):(\d\d),(\d\d\d)"
 

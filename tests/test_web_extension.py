@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import JFK
 
 from whisperlivekit.bench.metrics import wer
 from whisperlivekit.web.tools import (
@@ -34,10 +35,6 @@ pytestmark = pytest.mark.skipif(
     reason="Chromium is not installed: run scripts/install-browser-deps.sh (or set WLK_CHROMIUM)",
 )
 
-JFK = (
-    "And so, my fellow Americans, ask not what your country can do for you, "
-    "ask what you can do for your country."
-)
 
 
 def test_build_shares_the_page_modules(tmp_path) -> None:

@@ -8,6 +8,9 @@ without waiting for more audio.
 With diarization, a fourth task feeds all decoded audio to the session's diarization backend on the
 engine's diarization thread (never the model thread), and committed words wait in the transcript
 until the speaker timeline reaches them (`buffer_diarization`).
+With a target language, another task (translation/stage.py) translates each complete line on the
+engine's translation thread; the end of the stream waits until every line has its translation or
+error. The session reports to the engine's metrics and warns (never drops audio) past --max-lag.
 """
 
 from __future__ import annotations
