@@ -373,6 +373,9 @@ function buildLine(line, showSpeaker, buffer) {
     text.append(pending);
   }
   element.append(text);
+  if (line.translation_error && !line.translation) {  // a line is never left silently untranslated
+    element.append(el("p", "translation translation-error", `translation failed: ${line.translation_error}`));
+  }
   if (line.translation || buffer?.translation) {
     const translation = el("p", "translation");
     translation.append(el("span", "", line.translation));

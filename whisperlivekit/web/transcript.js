@@ -36,6 +36,7 @@ export class TranscriptModel {
       start: Number(line.start ?? 0),
       end: Number(line.end ?? 0),
       translation: String(line.translation ?? ""),
+      translation_error: line.translation_error ? String(line.translation_error) : "",
       detected_language: line.detected_language ?? null,
     }));
     this.buffer = {
