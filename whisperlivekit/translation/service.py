@@ -46,7 +46,11 @@ class TranslationService:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     def close(self) -> None:
+        # Wait for a call in flight: freeing a native backend (bergamot's Rust engine) under a running
+        # translation crashed the whole process (a segfault seen once in the full test run).
         if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-        if self._backend is not None:
-            self._backend.close()
+            self._executor.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            backend, self._backend = self._backend, None
+        if backend is not None:
+            backend.close()
