@@ -482,11 +482,8 @@ class SimulStreamingPolicy(StreamingPolicy):
         for n in range(min(len(ids), len(self.context), MAX_NGRAM), 1, -1):
             if self.context[-n:] == ids[:n] and any(self._is_word(i) for i in ids[:n]):
                 repeated, rest = tokens[:n], tokens[n:]
-                cut = min(max(t.frame for t in repeated) + 1, len(self.buffer) // SAMPLES_PER_FRAME)
                 logger.debug("%r repeats the text before it: dropped", self.tokenizer.decode(ids[:n]))
-                self.buffer.drop_first(cut * SAMPLES_PER_FRAME)
-                for t in rest:
-                    t.frame = max(0, t.frame - cut)
+                self._drop_frames(max(t.frame for t in repeated) + 1, rest)
                 return rest
         return tokens
 
@@ -498,11 +495,11 @@ class SimulStreamingPolicy(StreamingPolicy):
         """Output the whole prefix, make it context and drop its audio: decode the rest afresh."""
         assert self.tokenizer is not None
         logger.debug("no progress past %r: restarting", self.tokenizer.decode([t.id for t in self.prefix]))
-        cut = min(self._heard_until() + 1, len(self.buffer) // SAMPLES_PER_FRAME)
+        cut = self._heard_until() + 1
         words = self._emit(final=True)
         self._to_context(self.prefix)
         self.prefix, self.emitted, self.withheld, self.preview = [], 0, [], []
-        self.buffer.drop_first(cut * SAMPLES_PER_FRAME)
+        self._drop_frames(cut)
         return words
 
     # -- audio ------------------------------------------------------------------------------------
@@ -544,13 +541,19 @@ class SimulStreamingPolicy(StreamingPolicy):
             self.prefix, self.emitted = [], 0
         else:
             return []
-        cut = max(0, min(cut, len(self.buffer) // SAMPLES_PER_FRAME))
-        self.buffer.drop_first(cut * SAMPLES_PER_FRAME)
-        for t in self.prefix:
-            t.frame = max(0, t.frame - cut)
+        cut = self._drop_frames(cut, self.prefix)
         self.withheld = []
         logger.debug("trimmed %.2f s of audio; %d context tokens", cut * FRAME_SECONDS, len(self.context))
         return words
+
+    def _drop_frames(self, cut: int, tokens: Sequence[_Token] = ()) -> int:
+        """Drop the buffer's first ``cut`` encoder frames (at most all of it); ``tokens`` keep frames
+        relative to the new start. Returns the frames dropped."""
+        cut = max(0, min(cut, len(self.buffer) // SAMPLES_PER_FRAME))
+        self.buffer.drop_first(cut * SAMPLES_PER_FRAME)
+        for t in tokens:
+            t.frame = max(0, t.frame - cut)
+        return cut
 
     # -- language and prompt ----------------------------------------------------------------------
     def _detect_language(self, features: Tensor, final: bool) -> bool:
