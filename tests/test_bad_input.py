@@ -21,7 +21,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.conftest import LiveServer
+from conftest import LiveServer
 from whisperlivekit.client import _webm_chunks, decode_audio, stream_audio, to_pcm16
 
 MAX_MESSAGE = 256 * 1024

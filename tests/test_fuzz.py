@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.conftest import REPO, LiveServer
+from conftest import REPO, LiveServer
 
 CORPUS = REPO / "benchmarks" / "fuzz_corpus"
 SEEDS = {path.name: path.read_bytes() for path in sorted(CORPUS.glob("seed.*"))}

@@ -13,7 +13,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.conftest import REPO, LiveServer
+from conftest import REPO, LiveServer
 from whisperlivekit.client import decode_audio, stream_audio
 
 TOKENS = "alpha-token,beta-token"

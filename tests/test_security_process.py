@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from websockets.asyncio.client import connect
 
-from tests.test_store_crash import jfk, serve  # noqa: F401 -- fixtures
+from test_store_crash import jfk, serve  # noqa: F401 -- fixtures
 from whisperlivekit.client import Message, stream_audio
 
 

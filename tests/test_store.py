@@ -25,7 +25,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.conftest import LiveServer
+from conftest import LiveServer
 from whisperlivekit.client import decode_audio, stream_audio
 from whisperlivekit.output.transcript import Line
 
