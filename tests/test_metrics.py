@@ -77,6 +77,9 @@ def test_a_session_is_counted_while_it_streams_and_its_audio_and_words_after(ser
     assert after["wlk_model_call_seconds_count"] > before.get("wlk_model_call_seconds_count", 0) + 3
     assert after["wlk_model_queue_depth"] == 0
     assert not any(key.startswith("wlk_errors_total") for key in after)
+    # The session's tasks are gone once it has left (the soak benchmark watches these over hours).
+    assert before["wlk_event_loop_tasks"] >= 1 and before["wlk_threads"] >= 1
+    assert after["wlk_event_loop_tasks"] == before["wlk_event_loop_tasks"]
 
 
 def test_two_engines_keep_separate_registries(engine) -> None:

@@ -7,7 +7,9 @@ session's view of it (audio in and transcribed, committed words' latency, model 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -77,6 +79,13 @@ class Metrics:
         self.lag_warnings = Counter(
             "wlk_lag_warnings", "Sessions warned that the transcription fell behind --max-lag.", registry=r
         )
+        # Read at scrape time: a leak of threads or tasks shows as a count that never comes back down.
+        Gauge("wlk_threads", "Python threads alive in the server process.", registry=r).set_function(
+            threading.active_count
+        )
+        Gauge("wlk_event_loop_tasks", "Tasks on the server's event loop.", registry=r).set_function(
+            _event_loop_tasks
+        )
 
     def observe_batch(self, size: int) -> None:
         """One batched model call serving `size` session steps (the scheduler calls this)."""
@@ -96,6 +105,13 @@ class Metrics:
         from prometheus_client import generate_latest
 
         return generate_latest(self.registry)
+
+
+def _event_loop_tasks() -> float:
+    try:
+        return float(len(asyncio.all_tasks()))
+    except RuntimeError:  # scraped from outside the event loop (a test rendering directly)
+        return float("nan")
 
 
 class SessionMeter:
