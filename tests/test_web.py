@@ -365,6 +365,11 @@ def test_settings_theme_languages_keyboard_and_phone_width(page, page_server) ->
     page.click("#settings summary")
     page.select_option("#theme", "light")
     assert page.evaluate("getComputedStyle(document.body).backgroundColor") != dark_bg
+    page.select_option("#theme", "system")  # follows the operating system's preference
+    page.emulate_media(color_scheme="dark")
+    assert page.evaluate("getComputedStyle(document.body).backgroundColor") == dark_bg
+    page.emulate_media(color_scheme="light")
+    assert page.evaluate("getComputedStyle(document.body).backgroundColor") != dark_bg
     assert page.input_value("#server-url") == "localhost:9/custom/asr"
     assert page.input_value("#language") == "de" and page.input_value("#target-language") == "fr"
 

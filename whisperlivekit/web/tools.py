@@ -60,6 +60,12 @@ def chromium_executable() -> str | None:
     return next((path for path in candidates if path and os.access(path, os.X_OK)), None)
 
 
+def require_chromium() -> str:
+    if (executable := chromium_executable()) is None:
+        raise RuntimeError("Chromium is not installed: run scripts/install-test-deps.sh")
+    return executable
+
+
 def chromium_args(fake_audio: Path | None = None, *, loop: bool = False) -> list[str]:
     """Flags for headless Chromium as root in a container, with a WAV file as the microphone."""
     args = [
@@ -189,9 +195,7 @@ def take_screenshots(out_dir: Path, fake_audio: Path | None = None, playwright: 
 
         with sync_playwright() as instance:
             return take_screenshots(out_dir, fake_audio, instance)
-    executable = chromium_executable()
-    if executable is None:
-        raise RuntimeError("Chromium is not installed: run scripts/install-test-deps.sh")
+    executable = require_chromium()
     out_dir.mkdir(parents=True, exist_ok=True)
     shots = []
     sizes = {"desktop": ({"width": 1100, "height": 760}, 1), "phone": ({"width": 390, "height": 844}, 2)}
@@ -228,9 +232,7 @@ def take_extension_screenshot(out_dir: Path, fake_audio: Path | None = None, pla
             return take_extension_screenshot(out_dir, fake_audio, instance)
     import tempfile
 
-    executable = chromium_executable()
-    if executable is None:
-        raise RuntimeError("Chromium is not installed: run scripts/install-test-deps.sh")
+    executable = require_chromium()
     with tempfile.TemporaryDirectory() as scratch:
         extension = build_extension(Path(scratch) / "extension")
         context = playwright.chromium.launch_persistent_context(
