@@ -1,9 +1,11 @@
-"""Admission (`--max-sessions`) and backpressure (`--max-lag`) with the real model on real speech."""
+"""Admission (`--max-sessions`, one count for /asr and /v1/listen) and backpressure (`--max-lag`)
+with the real model on real speech."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -13,7 +15,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from whisperlivekit.bench.metrics import wer
-from whisperlivekit.client import decode_audio, stream_audio
+from whisperlivekit.client import decode_audio, stream_audio, to_pcm16
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +43,21 @@ async def refused(url: str) -> tuple[dict, int | None]:
         return message, closed.value.rcvd.code if closed.value.rcvd else None
 
 
+def _live_count(server: LiveServer) -> int:
+    return server.server.config.app.state.admission.live
+
+
+def _wait_for_live_count(server: LiveServer, count: int) -> None:
+    """A session leaves the count in its handler's last step, just after its close frame went out."""
+    deadline = time.monotonic() + 10
+    while _live_count(server) != count:
+        assert time.monotonic() < deadline, f"{_live_count(server)} live sessions, expected {count}"
+        time.sleep(0.02)
+
+
 def test_a_full_server_refuses_with_1013_and_admits_again_when_a_session_ends(server, jfk_wav) -> None:
     samples = decode_audio(jfk_wav)
+    before = httpx.get(f"{server.http}/metrics").text
 
     async def scenario() -> None:
         first = asyncio.create_task(stream_audio(server.ws, samples, speed=2.0))
@@ -53,13 +68,15 @@ def test_a_full_server_refuses_with_1013_and_admits_again_when_a_session_ends(se
         assert code == 1013
         result = await first
         assert result.error is None and wer(JFK, result.final_text) <= 0.1  # the live one is untouched
+        await asyncio.to_thread(_wait_for_live_count, server, 0)
         again = await stream_audio(server.ws, samples[: 3 * 16000], speed=4.0)
         assert again.error is None and again.final_text
 
     asyncio.run(scenario())
-    metrics = httpx.get(f"{server.http}/metrics").text
-    assert 'wlk_sessions_refused_total{reason="capacity"} 1.0' in metrics
-    assert 'wlk_errors_total{kind="refused_capacity"} 1.0' in metrics
+    after = httpx.get(f"{server.http}/metrics").text
+    refusals = 'wlk_sessions_refused_total{reason="capacity"}', 'wlk_errors_total{kind="refused_capacity"}'
+    for name in refusals:
+        assert _value(after, name) == _value(before, name) + 1, name
 
 
 def test_a_model_slower_than_the_audio_drops_nothing_and_says_it_is_behind(server, jfk_wav) -> None:
@@ -89,7 +106,7 @@ def test_lag_watch_warns_once_until_the_lag_recovers() -> None:
     watch = LagWatch(4.0)
     assert [watch.check(lag) is not None for lag in (1, 4, 5, 6, 3, 5, 1.9, 4.5)] == [
         False, False, True, False, False, False, False, True,
-    ]
+    ]  # fmt: skip
     assert LagWatch(0).check(100) is None
 
 
@@ -98,3 +115,88 @@ def _value(text: str, name: str) -> float:
         if line.startswith(name + " "):
             return float(line.split()[1])
     return 0.0
+
+
+# -- /v1/listen shares the count ------------------------------------------------------------------
+
+LISTEN = "/v1/listen?encoding=linear16&sample_rate=16000&language=en"
+
+
+async def _listen(url: str, pcm: bytes) -> tuple[list[dict], int | None]:
+    """A plain Deepgram client: `pcm` in 100 ms chunks at 4x real time, CloseStream, every message."""
+    async with connect(url) as ws:
+        for offset in range(0, len(pcm), 3200):
+            await ws.send(pcm[offset : offset + 3200])
+            await asyncio.sleep(0.025)
+        await ws.send(json.dumps({"type": "CloseStream"}))
+        messages = [json.loads(raw) async for raw in ws]
+        return messages, ws.close_code
+
+
+def test_asr_and_listen_share_one_max_sessions_count(server, jfk_wav) -> None:
+    """--max-sessions 1: a live /asr session keeps /v1/listen out and the other way round; whichever
+    ends, the other gets in."""
+    listen_url = f"ws://127.0.0.1:{server.port}{LISTEN}"
+    pcm = to_pcm16(decode_audio(jfk_wav)[: 4 * 16000])  # "And so, my fellow Americans"
+    before = httpx.get(f"{server.http}/metrics").text
+
+    async def scenario() -> None:
+        async with connect(server.ws) as asr:  # /asr holds the only place
+            assert json.loads(await asr.recv())["type"] == "config"
+            assert _live_count(server) == 1
+            message, code = await refused(listen_url)
+            assert message["type"] == "Error" and "server full" in message["description"], message
+            assert "--max-sessions" in message["description"] and message["message"] == "TOO_MANY_REQUESTS"
+            assert code == 1013
+            assert _live_count(server) == 1  # the refusal took no place and left none
+            await asr.send(b"")
+            async for _ in asr:
+                pass
+        await asyncio.to_thread(_wait_for_live_count, server, 0)
+        messages, code = await _listen(listen_url, pcm)  # admitted now
+        assert code == 1000 and messages[-1]["type"] == "Metadata"
+        finals = [m["channel"]["alternatives"][0]["transcript"] for m in messages if m["type"] == "Results"]
+        assert "americans" in " ".join(finals).lower(), finals
+
+        await asyncio.to_thread(_wait_for_live_count, server, 0)
+        async with connect(listen_url) as listen:  # now /v1/listen holds it
+            await listen.send(pcm[:16000])
+            deadline = time.monotonic() + 10
+            while _live_count(server) != 1:  # the handshake returns before the handler counts itself
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.02)
+            message, code = await refused(server.ws)
+            assert message["type"] == "error" and "server full" in message["error"], message
+            assert code == 1013
+            await listen.send(json.dumps({"type": "CloseStream"}))
+            async for _ in listen:
+                pass
+            assert listen.close_code == 1000
+        await asyncio.to_thread(_wait_for_live_count, server, 0)
+        result = await stream_audio(server.ws, decode_audio(jfk_wav)[: 3 * 16000], speed=4.0)
+        assert result.error is None and result.final_text  # admitted
+
+    asyncio.run(scenario())
+    after = httpx.get(f"{server.http}/metrics").text
+    name = 'wlk_sessions_refused_total{reason="capacity"}'
+    assert _value(after, name) == _value(before, name) + 2  # both refusals counted
+
+
+def test_a_listen_client_that_vanishes_leaves_its_place(server, jfk_wav) -> None:
+    """No CloseStream, no close frame: the socket just drops mid-stream; the place is free again."""
+    listen_url = f"ws://127.0.0.1:{server.port}{LISTEN}"
+    pcm = to_pcm16(decode_audio(jfk_wav)[: 2 * 16000])
+
+    async def scenario() -> None:
+        ws = await connect(listen_url)
+        for offset in range(0, len(pcm), 3200):
+            await ws.send(pcm[offset : offset + 3200])
+        ws.transport.abort()  # TCP reset: the server sees a disconnect, not a close handshake
+
+    asyncio.run(scenario())
+    _wait_for_live_count(server, 0)
+    sessions = server.server.config.app.state.sessions
+    deadline = time.monotonic() + 10
+    while sessions.processors:  # and it is no longer a live session for the store
+        assert time.monotonic() < deadline, sessions.processors
+        time.sleep(0.02)

@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import LiveServer
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from conftest import LiveServer
 from whisperlivekit.client import _webm_chunks, decode_audio, stream_audio, to_pcm16
 
 MAX_MESSAGE = 256 * 1024

@@ -101,6 +101,7 @@ def test_sessions_batched_together_get_their_solo_transcripts(engine, clips) -> 
 
 def test_concurrent_websocket_streams_each_get_their_own_words(engine, clips) -> None:
     from conftest import LiveServer
+
     from whisperlivekit.server.app import create_app
 
     async def all_streams(url: str) -> list:

@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import time
 from dataclasses import dataclass, field
 
 import av
+import httpx
 import numpy as np
 import pytest
-from conftest import JFK
+from conftest import JFK, LiveServer
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -27,6 +29,7 @@ class Session:
     utterance_ends: list[dict] = field(default_factory=list)
     close_code: int | None = None
     close_reason: str = ""
+    request_id: str | None = None  # the handshake's dg-request-id header
 
     @property
     def finals(self) -> list[dict]:
@@ -58,6 +61,7 @@ async def deepgram_stream(
     chunk = bytes_per_second // 10
     pending = dict(sorted((controls or {}).items()))
     async with connect(url, max_size=None) as ws:
+        session.request_id = ws.response.headers.get("dg-request-id")
 
         async def receive() -> None:
             async for raw in ws:
@@ -260,8 +264,6 @@ def test_silence_from_the_client_closes_with_net_error(listen_url, monkeypatch) 
 
 def test_diarize_gives_each_word_its_speaker(eval_root) -> None:
     """A generated dialogue with exact turns (A, B, A, C, B, A) on a server started with --diarization."""
-    from conftest import LiveServer
-
     from whisperlivekit import TranscriptionEngine
     from whisperlivekit.server.app import create_app
 
@@ -290,3 +292,41 @@ def test_diarize_gives_each_word_its_speaker(eval_root) -> None:
     a = {speaker for name, speaker in by_turn if name == "spkA"}
     b = {speaker for name, speaker in by_turn if name == "spkB"}
     assert len(a) == 1 and len(b) == 1 and a != b, by_turn
+
+
+def _words(text: str) -> list[str]:
+    return re.sub(r"[^a-z' ]", " ", text.lower()).split()
+
+
+def test_a_listen_session_is_stored_under_its_request_id(webm_server, listen_url, jfk_wav) -> None:
+    """The request_id is the session id: GET /v1/sessions/{request_id} has every committed word."""
+    pcm = to_pcm16(decode_audio(jfk_wav))
+    query = "?encoding=linear16&sample_rate=16000&punctuate=true&language=en"
+    session = asyncio.run(deepgram_stream(listen_url + query, pcm, bytes_per_second=32000, speed=3.0))
+    assert session.close_code == 1000 and session.metadata is not None
+    request_id = session.metadata["request_id"]
+    assert request_id == session.request_id  # the handshake header and Metadata agree
+    assert {r["metadata"]["request_id"] for r in session.results} == {request_id}
+    url = f"{webm_server.http}/v1/sessions/{request_id}"
+    deadline = time.monotonic() + 10
+    while not (stored := httpx.get(url).json())["ended"]:  # marked ended just after the close frame
+        assert time.monotonic() < deadline, stored
+        time.sleep(0.05)
+    assert not stored["live"] and stored["meta"]["api"] == "deepgram"
+    text = " ".join(line["text"] for line in stored["lines"] if line["speaker"] != -2)
+    assert _words(text) == _words(session.final_text())  # exactly the committed words sent as finals
+    assert wer(JFK, text) <= 0.15, text
+    txt = httpx.get(url, params={"format": "txt"}).text
+    assert "ask not what your country can do for you" in " ".join(_words(txt))
+
+
+def test_store_none_keeps_no_listen_session(webm_engine, jfk_wav) -> None:
+    from whisperlivekit.server.app import create_app
+
+    pcm = to_pcm16(decode_audio(jfk_wav)[: 3 * 16000])
+    with LiveServer(create_app(webm_engine, webm_engine.config.replace(store="none"))) as live:
+        url = f"ws://127.0.0.1:{live.port}/v1/listen?encoding=linear16&sample_rate=16000"
+        session = asyncio.run(deepgram_stream(url, pcm, bytes_per_second=32000, speed=4.0))
+        assert session.close_code == 1000 and session.final_text()  # transcribed as usual
+        assert session.metadata is not None and session.metadata["request_id"] == session.request_id
+        assert httpx.get(f"{live.http}/v1/sessions/{session.request_id}").status_code == 404

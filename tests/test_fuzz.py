@@ -17,12 +17,11 @@ from collections.abc import Iterator
 import httpx
 import numpy as np
 import pytest
+from conftest import REPO, LiveServer
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
-
-from conftest import REPO, LiveServer
 
 CORPUS = REPO / "benchmarks" / "fuzz_corpus"
 SEEDS = {path.name: path.read_bytes() for path in sorted(CORPUS.glob("seed.*"))}

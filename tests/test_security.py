@@ -10,10 +10,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import REPO, LiveServer
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from conftest import REPO, LiveServer
 from whisperlivekit.client import decode_audio, stream_audio
 
 TOKENS = "alpha-token,beta-token"

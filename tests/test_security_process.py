@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from test_store_crash import jfk, serve  # noqa: F401 -- fixtures
 from websockets.asyncio.client import connect
 
-from test_store_crash import jfk, serve  # noqa: F401 -- fixtures
 from whisperlivekit.client import Message, stream_audio
 
 

@@ -22,10 +22,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from conftest import LiveServer
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from conftest import LiveServer
 from whisperlivekit.client import decode_audio, stream_audio
 from whisperlivekit.output.transcript import Line
 

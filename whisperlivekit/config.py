@@ -149,7 +149,9 @@ class Config:
     shutdown_timeout: float = opt(30.0, "On SIGTERM, live sessions get this long (s) to finish before exit.")
 
     # Capacity and scale-out
-    max_sessions: int = opt(0, "Live /asr sessions at most; more are refused, close code 1013 (0: no limit).")
+    max_sessions: int = opt(
+        0, "Live sessions (/asr and /v1/listen together) at most; more are refused, close 1013 (0: no limit)."
+    )
     max_lag: float = opt(
         10.0, "Seconds a session's transcription may fall behind its audio before it is warned (0: never)."
     )

@@ -1,7 +1,9 @@
 """Admission control: `--max-sessions` live streams per app; one more is refused, not queued.
 
-A refused client gets an `error` message it can show and the WebSocket close code 1013
-("try again later"), so a load balancer or client can retry elsewhere or later.
+One count for every live endpoint (`/asr` and Deepgram's `/v1/listen`): the limit is the machine's
+capacity, whichever protocol the streams speak. A refused client gets an error message it can show
+(`error` on /asr, Deepgram's `Error` on /v1/listen) and the WebSocket close code 1013 ("try again
+later"), so a load balancer or client can retry elsewhere or later.
 """
 
 from __future__ import annotations

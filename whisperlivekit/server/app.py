@@ -57,7 +57,7 @@ def create_app(engine: TranscriptionEngine | None = None, config: Config | None 
 
     app = FastAPI(title="WhisperLiveKit", lifespan=lifespan)
     app.state.engine = engine
-    app.state.admission = Admission()  # --max-sessions, counted per app
+    app.state.admission = Admission()  # --max-sessions: one count per app, /asr and /v1/listen alike
     _include_integrations(app)
     install_sessions(app, config or (engine.config if engine is not None else None))  # store, auth
     add_metrics_route(app)

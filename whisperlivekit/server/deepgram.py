@@ -9,6 +9,12 @@ calls a final result is our committed text: it never changes once sent.
 Bad query parameters are refused at the handshake with HTTP 400, a `dg-error` header and a JSON
 body, as Deepgram does; audio that cannot be decoded closes the socket with 1002 `DATA-0000`, and 10 s
 without any message closes it with 1011 `NET-0001`.
+
+Like `/asr`, a stream counts against `--max-sessions` (one count for both endpoints; one more is
+sent Deepgram's `Error` message and closed with 1013) and is a stored session: its id is the
+`request_id` (handshake header `dg-request-id`, every `Results`, `Metadata`), its committed lines
+are written to the store before the results carrying them go out, and `GET /v1/sessions/{id}`
+returns them.
 """
 
 from __future__ import annotations
@@ -28,7 +34,10 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
 
 from whisperlivekit.messages import Word
+from whisperlivekit.server.admission import CLOSE_TRY_AGAIN_LATER, Admission
+from whisperlivekit.server.sessions_api import end_live_session
 from whisperlivekit.session import AudioProcessor
+from whisperlivekit.store.live import LiveSessions, SessionRecorder, new_session_id
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
@@ -167,7 +176,7 @@ def create_deepgram_router() -> APIRouter:
 
     @router.websocket("/v1/listen")
     async def listen(websocket: WebSocket) -> None:
-        request_id = str(uuid.uuid4())
+        request_id = new_session_id()  # also the stored session's id: GET /v1/sessions/{request_id}
         engine: TranscriptionEngine | None = websocket.app.state.engine
         if engine is None or not engine.ready:
             await _deny(websocket, 503, "the server is still loading its models", request_id)
@@ -178,7 +187,17 @@ def create_deepgram_router() -> APIRouter:
             await _deny(websocket, 400, str(error), request_id)
             return
         await websocket.accept(headers=[(b"dg-request-id", request_id.encode())])
-        await DeepgramSession(websocket, engine, options, request_id).run()
+        # The same count as /asr: --max-sessions bounds the live streams of both endpoints together.
+        admission: Admission = websocket.app.state.admission
+        limit = engine.config.max_sessions
+        if not admission.try_enter(limit):
+            engine.metrics.refuse("capacity")
+            await _refuse(websocket, Admission.refusal(limit), "TOO_MANY_REQUESTS", request_id)
+            return
+        try:
+            await DeepgramSession(websocket, engine, options, request_id).run()
+        finally:
+            admission.leave()
 
     return router
 
@@ -193,6 +212,16 @@ async def _deny(websocket: WebSocket, status: int, message: str, request_id: str
     except RuntimeError:  # a server without the denial-response extension: the closest we can do
         await websocket.accept()
         await websocket.close(1008, message[:120])
+
+
+async def _refuse(websocket: WebSocket, description: str, message: str, request_id: str) -> None:
+    """Refuse an accepted socket: Deepgram's `Error` message (its SDKs raise it as an error event),
+    then close 1013 "try again later" with `message` as the reason."""
+    with contextlib.suppress(Exception):
+        await websocket.send_json(
+            {"type": "Error", "description": description, "message": message, "request_id": request_id}
+        )
+        await websocket.close(CLOSE_TRY_AGAIN_LATER, message)
 
 
 class DeepgramSession:
@@ -226,7 +255,24 @@ class DeepgramSession:
         self._closing = False
 
     async def run(self) -> None:
-        updates = await self.processor.create_tasks()
+        sessions: LiveSessions | None = getattr(self.websocket.app.state, "sessions", None)
+        if sessions is None:  # an app built without install_sessions: nothing stored
+            sessions = LiveSessions(None)
+        if sessions.draining:
+            reason = "the server is shutting down: reconnect later"
+            await _refuse(self.websocket, reason, "SHUTTING_DOWN", self.request_id)
+            return
+        recorder = await sessions.begin(self.processor, None, self._stored_meta(), new_id=self.request_id)
+        if recorder.problem:  # Deepgram's protocol has no warning message: the operator's log says it
+            logger.warning("deepgram session %s: %s", self.request_id, recorder.problem)
+        try:
+            await self._stream(recorder)
+        finally:
+            await self.processor.cleanup()
+            await end_live_session(self.websocket, recorder)  # no longer live; `ended` in the store
+
+    async def _stream(self, recorder: SessionRecorder) -> None:
+        updates = recorder.wrap(await self.processor.create_tasks())  # stored before sent
         emitter = asyncio.create_task(self._emit(updates))
         try:
             while not emitter.done():
@@ -262,7 +308,12 @@ class DeepgramSession:
             emitter.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await emitter
-            await self.processor.cleanup()
+
+    def _stored_meta(self) -> dict[str, Any]:
+        """What the store keeps about the session besides its lines (`meta` in GET /v1/sessions/ID)."""
+        options = self.options
+        return {"api": "deepgram", "language": options.language, "encoding": options.encoding or "container",
+                "sample_rate": options.sample_rate, "channels": options.channels}  # fmt: skip
 
     # -- client -> server -------------------------------------------------------------------------
 
@@ -323,6 +374,8 @@ class DeepgramSession:
             if kind == "transcript":
                 for result in self._results(update):
                     await self._send(result)
+            elif kind == "warning":  # lag, or a store that failed: Deepgram has no message for it
+                logger.info("deepgram session %s: %s", self.request_id, update.get("warning"))
             elif kind == "error":
                 logger.info("deepgram session ended on an error: %s", update.get("error"))
                 reason = "DATA-0000" if "decode" in str(update.get("error")) else "internal error"

@@ -1,4 +1,5 @@
-"""Stored sessions over HTTP, and the glue that gives every live /asr session an id and a record.
+"""Stored sessions over HTTP, and the glue that gives every live session (/asr, /v1/listen) an id
+and a record.
 
 `GET /v1/sessions/{id}?format=json|txt|srt|vtt` returns a session's transcript (json: with its
 metadata); `DELETE /v1/sessions/{id}` deletes it. Both sit behind the API token like everything else.

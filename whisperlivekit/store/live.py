@@ -54,13 +54,22 @@ class LiveSessions:
     _last_purge: float = 0.0
 
     async def begin(
-        self, processor: AudioProcessor, resume_id: str | None, meta: dict[str, Any]
+        self,
+        processor: AudioProcessor,
+        resume_id: str | None,
+        meta: dict[str, Any],
+        *,
+        new_id: str | None = None,
     ) -> SessionRecorder:
-        """Register a session (new, or resumed from the store); raises ResumeError."""
+        """Register a session (new, or resumed from the store); raises ResumeError.
+
+        `new_id`: the id of a new session when its client was told it already (Deepgram's request
+        id goes out in the handshake); a fresh one otherwise.
+        """
         now = time.time()
         await self._maybe_purge(now)
         if resume_id is None:
-            session_id = new_session_id()
+            session_id = new_id or new_session_id()
             recorder = SessionRecorder(self.store, session_id)
             if self.store is not None:
                 try:
