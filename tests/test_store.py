@@ -256,6 +256,21 @@ async def test_resume_gives_one_continuous_transcript(server: LiveServer, jfk: n
     assert stored == lines
 
 
+def test_a_resumed_session_gives_the_model_what_was_said(engine) -> None:
+    """The decoder continues from the stored text, as it would have within one stream."""
+    from whisperlivekit.session import RESUME_CONTEXT_CHARS, AudioProcessor
+
+    said = [Line(1, "And so, my fellow Americans,", 0.0, 2.5), Line(-2, "", 2.5, 3.0)]
+    said += [Line(1, "word " * 400, 3.0, 60.0)]  # longer than the decoder's prompt
+    processor = AudioProcessor(engine)
+    assert processor.policy.context == ""
+    processor.resume(said[:2], 3.0)
+    assert processor.policy.context == "And so, my fellow Americans,"
+    processor.resume(said, 60.0)
+    assert 0 < len(processor.policy.context) <= RESUME_CONTEXT_CHARS
+    assert processor.policy.context.startswith("word ") and processor.policy.context.endswith("word")
+
+
 async def _refusal(url: str) -> tuple[int | None, str]:
     messages: list[dict] = []
     async with connect(url) as ws:

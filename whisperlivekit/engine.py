@@ -109,10 +109,14 @@ class TranscriptionEngine:
                 self.backend = self._load_backend()
             return self.backend
 
-    def new_policy(self, language: str | None = None) -> StreamingPolicy:
-        """A policy for one session; raises ValueError for a language the model cannot do."""
+    def new_policy(self, language: str | None = None, context: str = "") -> StreamingPolicy:
+        """A policy for one session; raises ValueError for a language the model cannot do.
+
+        `context`: text said before this stream (a resumed session's transcript), given to the
+        decoder after `--init-prompt` as if the model had transcribed it.
+        """
         language = self.check_language(language or self.config.language)
-        return _POLICIES[self.config.backend_policy].new(self, language)
+        return _POLICIES[self.config.backend_policy].new(self, language, context)
 
     def check_language(self, language: str) -> str:
         from faster_whisper.tokenizer import _LANGUAGE_CODES
@@ -166,7 +170,7 @@ class PolicyKind(NamedTuple):
     """A streaming policy as the engine sees it: one module in whisperlivekit/asr/ and these two calls."""
 
     load: Callable[[TranscriptionEngine], Any]  # the model its sessions share, loaded once
-    new: Callable[[TranscriptionEngine, str], StreamingPolicy]  # one session's state
+    new: Callable[[TranscriptionEngine, str, str], StreamingPolicy]  # one session's state (language, context)
 
 
 def _load_local_agreement(engine: TranscriptionEngine) -> Any:
@@ -186,14 +190,19 @@ def _load_local_agreement(engine: TranscriptionEngine) -> Any:
     return backend
 
 
-def _local_agreement(engine: TranscriptionEngine, language: str) -> StreamingPolicy:
+def _prompt(init_prompt: str | None, context: str) -> str | None:
+    """`--init-prompt` then the text said before; the policies keep the most recent part that fits."""
+    return " ".join(p.strip() for p in (init_prompt, context) if p and p.strip()) or None
+
+
+def _local_agreement(engine: TranscriptionEngine, language: str, context: str = "") -> StreamingPolicy:
     from whisperlivekit.asr.local_agreement import LocalAgreementPolicy
 
     cfg = engine.config
     return LocalAgreementPolicy(
         engine.policy_model,
         language=language,
-        init_prompt=cfg.init_prompt,
+        init_prompt=_prompt(cfg.init_prompt, context),
         buffer_trimming=cfg.buffer_trimming,
         buffer_trimming_sec=cfg.buffer_trimming_sec,
     )
@@ -219,7 +228,7 @@ def _load_simulstreaming(engine: TranscriptionEngine) -> Any:
         # OpenMP thread counts belong to the calling thread: set it on the model thread itself.
         torch.set_num_threads(cfg.cpu_threads)
         # The first forward pays for lazy initialisation; do it before the first session does.
-        warm = _simulstreaming(engine, "en", shared)
+        warm = _simulstreaming(engine, "en", shared=shared)
         warm.insert_audio(np.zeros(16000, dtype=np.float32), 0.0)
         warm.process()
         warm.finish()
@@ -228,7 +237,9 @@ def _load_simulstreaming(engine: TranscriptionEngine) -> Any:
     return shared
 
 
-def _simulstreaming(engine: TranscriptionEngine, language: str, shared: Any = None) -> StreamingPolicy:
+def _simulstreaming(
+    engine: TranscriptionEngine, language: str, context: str = "", shared: Any = None
+) -> StreamingPolicy:
     from whisperlivekit.asr.simulstreaming import SimulStreamingOptions, SimulStreamingPolicy
 
     cfg = engine.config
@@ -237,7 +248,7 @@ def _simulstreaming(engine: TranscriptionEngine, language: str, shared: Any = No
         beams=cfg.beams,
         audio_max_len=cfg.audio_max_len,
         audio_min_len=cfg.audio_min_len,
-        init_prompt=cfg.init_prompt,
+        init_prompt=_prompt(cfg.init_prompt, context),
         static_init_prompt=cfg.static_init_prompt,
         max_context_tokens=cfg.max_context_tokens,
         never_fire=cfg.never_fire,

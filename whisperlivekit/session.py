@@ -47,6 +47,7 @@ logger = logging.getLogger(__name__)
 
 DIARIZATION_MIN_STEP = 0.25  # seconds of new audio before asking the backend again
 PRE_ROLL_SAMPLES = SAMPLE_RATE  # audio kept before speech starts, for the VAD's start padding
+RESUME_CONTEXT_CHARS = 1000  # of a resumed session's text, for the decoder (~200 tokens: its prompt cap)
 
 
 class AudioProcessor:
@@ -120,6 +121,11 @@ class AudioProcessor:
         from whisperlivekit.store.resume import ResumedTranscript
 
         self.transcript = ResumedTranscript(lines, until)
+        if self.transcribing:  # the model continues from what was said, as within one stream
+            said = " ".join(line.text.strip() for line in lines if line.text and line.text.strip())
+            if len(said) > RESUME_CONTEXT_CHARS:  # the most recent text, from a word's start
+                said = said[-RESUME_CONTEXT_CHARS:].split(" ", 1)[-1]
+            self.policy = self.engine.new_policy(self.language, context=said)
 
     async def process_audio(self, data: bytes) -> None:
         """Feed client bytes; empty bytes end the stream."""

@@ -74,7 +74,7 @@ class ModelReplica:
             if held is None:
                 if not request.fresh:
                     raise LookupError("unknown session: its replica restarted or was scaled down")
-                policy = self.engine.new_policy(request.language)
+                policy = self.engine.new_policy(request.language, request.context)
             else:
                 policy = held[0]
             self.sessions[request.session_id] = (policy, time.monotonic())

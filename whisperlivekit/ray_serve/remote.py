@@ -41,6 +41,7 @@ class StepRequest:
     language: str = "en"
     audio: list[tuple[np.ndarray, float]] = field(default_factory=list)  # (float32 samples, start)
     fresh: bool = False  # the session's first step: the replica creates its policy
+    context: str = ""  # with `fresh`: text said before (a resumed session)
 
 
 @dataclass
@@ -66,12 +67,18 @@ class RemotePolicy(StreamingPolicy):
     """A session's policy held by a model replica; driven by `IngressEngine.run`, never directly."""
 
     def __init__(
-        self, handle: Any, language: str, background: set[asyncio.Task], metrics: Metrics | None = None
+        self,
+        handle: Any,
+        language: str,
+        background: set[asyncio.Task],
+        metrics: Metrics | None = None,
+        context: str = "",
     ) -> None:
         self._metrics = metrics
         self.session_id = uuid.uuid4().hex
         self._handle = handle
         self._language = language
+        self._context = context
         self._background = background
         self._audio: list[tuple[np.ndarray, float]] = []
         self._pending = 0
@@ -100,7 +107,8 @@ class RemotePolicy(StreamingPolicy):
         return self._buffered + self.pending_seconds
 
     async def step(self, action: Action) -> PolicyOutput:
-        request = StepRequest(self.session_id, action, self._language, self._audio, self._fresh)
+        context = self._context if self._fresh else ""  # the replica needs it only to create the policy
+        request = StepRequest(self.session_id, action, self._language, self._audio, self._fresh, context)
         self._audio, self._pending = [], 0
         sent = time.perf_counter()
         result: StepResult = await self._handle.step.remote(request)
@@ -152,9 +160,9 @@ class IngressEngine(TranscriptionEngine):
 
             self.vad_model = SileroVADModel()
 
-    def new_policy(self, language: str | None = None) -> StreamingPolicy:
+    def new_policy(self, language: str | None = None, context: str = "") -> StreamingPolicy:
         language = self.check_language(language or self.config.language)
-        return RemotePolicy(self.model_handle, language, self._background, self.metrics)
+        return RemotePolicy(self.model_handle, language, self._background, self.metrics, context)
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         policy = getattr(fn, "__self__", None)
