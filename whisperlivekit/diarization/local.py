@@ -30,7 +30,7 @@ LOCAL_SPEAKERS = 3
 @dataclass(frozen=True)
 class LocalOptions:
     # Defaults from benchmarks/diarization_sweep.py on the AMI excerpts (benchmarks/diarization.md).
-    window: float = 8.0  # seconds segmented at every step
+    window: float = 10.0  # seconds segmented at every step (segmentation-3.0 was trained on 10 s chunks)
     latency: float = 2.0  # seconds from a frame's audio to its final label (without compute)
     active_threshold: float = 0.4  # mean speaker probability for a frame to be labelled
     min_embedding_seconds: float = 0.25  # less speech than this in a window: no embedding, no label
