@@ -67,9 +67,11 @@ def main(argv: list[str] | None = None) -> int:
 def _serve(config: Config) -> int:
     if config.ray:
         return _serve_on_ray(config)
+    from whisperlivekit.memory import limit_arenas
     from whisperlivekit.server.app import create_app
     from whisperlivekit.server.shutdown import serve
 
+    limit_arenas()  # before the models start their threads
     return serve(create_app(config=config), config)  # TLS, message cap, draining SIGTERM
 
 

@@ -28,6 +28,7 @@ from whisperlivekit.asr.base import words_text
 from whisperlivekit.audio.decoder import SAMPLE_RATE, AudioDecodeError, AudioDecoder, make_decoder
 from whisperlivekit.audio.vad import SpeechStart, VADEvent
 from whisperlivekit.backpressure import LagWatch
+from whisperlivekit.memory import release_free_memory
 from whisperlivekit.messages import (
     EndOfStream,
     PipelineItem,
@@ -86,6 +87,7 @@ class AudioProcessor:
         self._closed = False
         self.meter = engine.metrics.session()  # Prometheus: audio, word latency, model calls, errors
         self._lag_watch = LagWatch(cfg.max_lag)
+        self._released = False
 
     # -- public API -------------------------------------------------------------------------
 
@@ -152,6 +154,9 @@ class AudioProcessor:
         close = getattr(self.policy, "close", None)  # a remote policy frees its replica's state
         if close is not None:
             close()
+        if not self._released:
+            self._released = True
+            await asyncio.to_thread(release_free_memory)  # the session's buffers, back to the system
 
     # -- stages -------------------------------------------------------------------------------
 
