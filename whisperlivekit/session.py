@@ -154,9 +154,9 @@ class AudioProcessor:
         close = getattr(self.policy, "close", None)  # a remote policy frees its replica's state
         if close is not None:
             close()
-        if not self._released:
+        if not self._released:  # the session's buffers, back to the system; nobody waits for it
             self._released = True
-            await asyncio.to_thread(release_free_memory)  # the session's buffers, back to the system
+            asyncio.get_running_loop().run_in_executor(None, release_free_memory)
 
     # -- stages -------------------------------------------------------------------------------
 
