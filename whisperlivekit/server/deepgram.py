@@ -35,9 +35,9 @@ from fastapi.responses import JSONResponse
 
 from whisperlivekit.messages import Word
 from whisperlivekit.server.admission import CLOSE_TRY_AGAIN_LATER, Admission
-from whisperlivekit.server.sessions_api import end_live_session
+from whisperlivekit.server.sessions_api import end_live_session, live_sessions
 from whisperlivekit.session import AudioProcessor
-from whisperlivekit.store.live import LiveSessions, SessionRecorder, new_session_id
+from whisperlivekit.store.live import SessionRecorder, new_session_id
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
@@ -255,9 +255,7 @@ class DeepgramSession:
         self._closing = False
 
     async def run(self) -> None:
-        sessions: LiveSessions | None = getattr(self.websocket.app.state, "sessions", None)
-        if sessions is None:  # an app built without install_sessions: nothing stored
-            sessions = LiveSessions(None)
+        sessions = live_sessions(self.websocket)
         if sessions.draining:
             reason = "the server is shutting down: reconnect later"
             await _refuse(self.websocket, reason, "SHUTTING_DOWN", self.request_id)

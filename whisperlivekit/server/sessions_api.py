@@ -92,19 +92,23 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": {"message": message, "code": status}}, status_code=status)
 
 
+def live_sessions(websocket: WebSocket) -> LiveSessions:
+    """The app's live sessions; an app built without install_sessions gets ones with no store."""
+    sessions: LiveSessions | None = getattr(websocket.app.state, "sessions", None)
+    return sessions if sessions is not None else LiveSessions(None)
+
+
 async def start_live_session(websocket: WebSocket, processor: AudioProcessor) -> SessionRecorder | None:
     """Check the query, register the session (new or resumed) and send the `config` message;
     None when it was refused (and closed)."""
     from whisperlivekit.server.limits import check_asr_query
 
-    sessions: LiveSessions | None = getattr(websocket.app.state, "sessions", None)
     params = websocket.query_params
     check = check_asr_query(params, processor.pcm_input)
     if check.error:
         await _refuse(websocket, check.error, CLOSE_POLICY_VIOLATION)
         return None
-    if sessions is None:  # an app built without install_sessions: no ids, nothing stored
-        sessions = LiveSessions(None)
+    sessions = live_sessions(websocket)
     if sessions.draining:
         await _refuse(websocket, "the server is shutting down: reconnect later", CLOSE_TRY_AGAIN_LATER)
         return None
