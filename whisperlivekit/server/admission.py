@@ -8,6 +8,13 @@ later"), so a load balancer or client can retry elsewhere or later.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from whisperlivekit.engine import TranscriptionEngine
+
 CLOSE_TRY_AGAIN_LATER = 1013  # RFC 6455 registry: "Try Again Later"
 
 
@@ -17,18 +24,20 @@ class Admission:
     def __init__(self) -> None:
         self.live = 0
 
-    def try_enter(self, limit: int) -> bool:
+    @contextmanager
+    def seat(self, engine: TranscriptionEngine) -> Iterator[str | None]:
+        """Hold one live-session seat for the block. Yields None, or when the server is full the
+        refusal to send (counted in the metrics); each endpoint sends it in its own protocol."""
+        limit = engine.config.max_sessions
         if limit and self.live >= limit:
-            return False
+            engine.metrics.refuse("capacity")
+            yield (
+                f"server full: it holds at most {limit} live sessions (--max-sessions) and all are "
+                "in use; try again later"
+            )
+            return
         self.live += 1
-        return True
-
-    def leave(self) -> None:
-        self.live = max(0, self.live - 1)
-
-    @staticmethod
-    def refusal(limit: int) -> str:
-        return (
-            f"server full: it holds at most {limit} live sessions (--max-sessions) and all are in use; "
-            "try again later"
-        )
+        try:
+            yield None
+        finally:
+            self.live -= 1

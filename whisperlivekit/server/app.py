@@ -94,15 +94,11 @@ def create_app(engine: TranscriptionEngine | None = None, config: Config | None 
         if current is None:
             await _refuse(websocket, "the server is still loading its models", CLOSE_INTERNAL_ERROR)
             return
-        limit = current.config.max_sessions
-        if not app.state.admission.try_enter(limit):
-            current.metrics.refuse("capacity")
-            await _refuse(websocket, Admission.refusal(limit), CLOSE_TRY_AGAIN_LATER)
-            return
-        try:
-            await run_session(websocket, current)
-        finally:
-            app.state.admission.leave()
+        with app.state.admission.seat(current) as refusal:
+            if refusal:
+                await _refuse(websocket, refusal, CLOSE_TRY_AGAIN_LATER)
+            else:
+                await run_session(websocket, current)
 
     return app
 

@@ -189,15 +189,11 @@ def create_deepgram_router() -> APIRouter:
         await websocket.accept(headers=[(b"dg-request-id", request_id.encode())])
         # The same count as /asr: --max-sessions bounds the live streams of both endpoints together.
         admission: Admission = websocket.app.state.admission
-        limit = engine.config.max_sessions
-        if not admission.try_enter(limit):
-            engine.metrics.refuse("capacity")
-            await _refuse(websocket, Admission.refusal(limit), "TOO_MANY_REQUESTS", request_id)
-            return
-        try:
-            await DeepgramSession(websocket, engine, options, request_id).run()
-        finally:
-            admission.leave()
+        with admission.seat(engine) as refusal:
+            if refusal:
+                await _refuse(websocket, refusal, "TOO_MANY_REQUESTS", request_id)
+            else:
+                await DeepgramSession(websocket, engine, options, request_id).run()
 
     return router
 
