@@ -119,6 +119,28 @@ def test_silence_and_padding_options(model: SileroVADModel, jfk: np.ndarray) -> 
     assert len(patient) < len(default)  # JFK's pauses are < 2 s: fewer, longer segments
     tight = segments(run(StreamingVAD(model, speech_pad_ms=0), audio))
     assert tight[0][0] - default[0][0] == int(0.1 * SAMPLE_RATE)  # 100 ms default start padding
+    early = segments(run(StreamingVAD(model, prefix_pad_ms=300), audio))
+    assert default[0][0] - early[0][0] == int(0.2 * SAMPLE_RATE)  # a wider start only
+    assert [end for _, end in early] == [end for _, end in default]
+
+
+def test_engine_prefix_padding_keeps_an_unvoiced_onset(model: SileroVADModel) -> None:
+    """LJ001-0001 opens on the "p" of "Printing" at once: Silero rises with the voiced "ri" ~0.25 s
+    later, so Silero's own 100 ms padding cut the word (both policies then lost it); the engine's
+    0.3 s prefix keeps it."""
+    from whisperlivekit.config import Config
+
+    path = Path(__file__).resolve().parents[2] / "shared" / "eval" / "en" / "ljspeech" / "LJ001-0001.wav"
+    root = os.environ.get("WLK_EVAL_DIR")
+    path = Path(root) / "en" / "ljspeech" / "LJ001-0001.wav" if root else path
+    if not path.is_file():
+        pytest.skip(f"evaluation audio not found: {path}")
+    audio = load_audio(path)
+    frames = np.abs(audio[: len(audio) // 160 * 160]).reshape(-1, 160).max(axis=1)  # 10 ms peaks
+    onset = int(np.argmax(frames > 0.1 * frames.max())) * 160
+    silero = segments(run(StreamingVAD(model), audio))
+    ours = segments(run(StreamingVAD(model, prefix_pad_ms=Config().vad_prefix_padding * 1000), audio))
+    assert silero[0][0] > onset >= ours[0][0]
 
 
 def test_reset_restarts_the_clock(model: SileroVADModel, jfk: np.ndarray) -> None:

@@ -92,6 +92,10 @@ class Config:
     vac: bool = opt(True, "Voice activity detection: silence is not transcribed.")
     vac_chunk_size: float = opt(0.04, "Seconds of audio per VAD step.")
     min_silence_duration: float = opt(0.5, "Silence (s) that ends an utterance.")
+    vad_prefix_padding: float = opt(
+        0.3, "Audio (s) kept before a detected speech start (at most 1): voicing triggers the VAD, "
+        "so an unvoiced first sound comes before it."
+    )
     silence_line_threshold: float = opt(2.0, "Pauses longer than this (s) become silence lines.")
 
     # Integrations
@@ -208,6 +212,8 @@ class Config:
             raise ValueError("ray_target_ongoing must be > 0 and ray_replica_cpus >= 0")
         if self.batch_max_size < 1:
             raise ValueError("batch_max_size must be >= 1")
+        if not 0 <= self.vad_prefix_padding <= 1:
+            raise ValueError("vad_prefix_padding must be between 0 and 1 s (the audio kept before speech)")
         if not 0.0 <= self.batch_max_wait <= 0.05:
             raise ValueError("batch_max_wait must be between 0 and 0.05 s")
         if self.no_transcription and not self.diarization:

@@ -137,7 +137,9 @@ class TranscriptionEngine:
         from whisperlivekit.audio.vad import StreamingVAD
 
         return StreamingVAD(
-            self.vad_model, min_silence_duration_ms=int(self.config.min_silence_duration * 1000)
+            self.vad_model,
+            min_silence_duration_ms=int(self.config.min_silence_duration * 1000),
+            prefix_pad_ms=self.config.vad_prefix_padding * 1000,
         )
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:

@@ -91,12 +91,18 @@ class StreamingVAD:
         threshold: float = 0.5,
         min_silence_duration_ms: float = 500,
         speech_pad_ms: float = 100,
+        prefix_pad_ms: float | None = None,
     ) -> None:
+        """``speech_pad_ms`` widens both ends of a segment, as Silero's; ``prefix_pad_ms``, when
+        given, replaces it at the start (Silero's probability rises with voicing, so an unvoiced
+        onset, the "p" of "printing", lies before the frame that triggers)."""
         self.model = model
         self.threshold = threshold
         self.neg_threshold = threshold - 0.15  # hysteresis: leaving speech needs a clearer drop
         self.min_silence_samples = int(SAMPLE_RATE * min_silence_duration_ms / 1000)
         self.pad_samples = int(SAMPLE_RATE * speech_pad_ms / 1000)
+        prefix_ms = speech_pad_ms if prefix_pad_ms is None else prefix_pad_ms
+        self.prefix_samples = int(SAMPLE_RATE * prefix_ms / 1000)
         self.reset()
 
     def reset(self) -> None:
@@ -149,7 +155,7 @@ class StreamingVAD:
             self._silence_start = 0
             if not self._triggered:
                 self._triggered = True
-                start = self._frame_end - FRAME_SAMPLES - self.pad_samples
+                start = self._frame_end - FRAME_SAMPLES - self.prefix_samples
                 return SpeechStart(max(start, self._last_end, 0))
         elif prob < self.neg_threshold and self._triggered:
             if not self._silence_start:
