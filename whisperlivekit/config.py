@@ -93,8 +93,8 @@ class Config:
     vac_chunk_size: float = opt(0.04, "Seconds of audio per VAD step.")
     min_silence_duration: float = opt(0.5, "Silence (s) that ends an utterance.")
     vad_prefix_padding: float = opt(
-        0.3, "Audio (s) kept before a detected speech start (at most 1): voicing triggers the VAD, "
-        "so an unvoiced first sound comes before it."
+        0.1, "Audio (s) kept before a detected speech start (at most 1). Voicing triggers the VAD, so "
+        "0.3 keeps an unvoiced first sound, but moves language detection and first words (benchmarks/)."
     )
     silence_line_threshold: float = opt(2.0, "Pauses longer than this (s) become silence lines.")
 
