@@ -166,3 +166,26 @@ def test_real_run_on_jfk(tmp_path, eval_root, capsys):
         plots / "latency_localagreement-tiny.en_classic-jfk.wav.png"
     ).is_file()
     assert "localagreement/tiny.en" in capsys.readouterr().out
+
+
+def test_diarization_set_is_scored_with_der(tmp_path, eval_root):
+    """`--set diar/…` (RTTM references, no manifest rows) goes to the diarization benchmark: one AMI
+    excerpt streamed through a real server at 4x, scored with DER."""
+    folder = tmp_path / "diar" / "one"
+    folder.mkdir(parents=True)
+    for suffix in (".wav", ".rttm", ".uem"):
+        (folder / f"trn00{suffix}").symlink_to(eval_root / "diar" / "ami_pyannote_debug" / f"trn00{suffix}")
+    (tmp_path / "manifest.tsv").write_text("path\n")
+    out = tmp_path / "der.json"
+    manifest = str(tmp_path / "manifest.tsv")
+    argv = ["--set", "diar/one", "--manifest", manifest, "--speed", "4", "--json", str(out)]
+    assert bench_cli.main(argv) == 0
+    data = json.loads(out.read_text())
+    (row,) = data["rows"]
+    assert row["file"] == "trn00.wav" and row["ref_speakers"] == 3 and row["speakers"] >= 1
+    assert data["summary"]["files"] == 1 and 0.0 <= data["summary"]["der"] < 0.8
+
+
+def test_diarization_and_transcription_sets_are_run_apart():
+    with pytest.raises(SystemExit, match="apart"):
+        bench_cli.main(["--set", "diar/ami_pyannote_debug", "en/ljspeech"])

@@ -193,18 +193,17 @@ def run_bench(args: argparse.Namespace) -> int:
 
     from whisperlivekit.bench.dataset import load_set
 
-    targets = make_targets(args)
     sets = args.sets or [DEFAULT_SET]
+    if any(_is_diarization_set(name) for name in sets):
+        return run_diarization_sets(args, sets)
+    targets = make_targets(args)
     max_duration = args.max_duration or (CAPACITY_DURATION_S if args.capacity else None)
     try:
         streams = [
             load_set(s, limit=args.limit, manifest=args.manifest, max_duration_s=max_duration) for s in sets
         ]
-    except (ValueError, FileNotFoundError) as error:  # e.g. a diarization set: RTTM references, no text
-        hint = ""
-        if any(name.strip("/").startswith("diar") for name in sets):
-            hint = " (diarization sets: python -m whisperlivekit.bench.diarization der|cpwer FOLDER)"
-        raise SystemExit(f"wlk bench: {error}{hint}") from None
+    except (ValueError, FileNotFoundError) as error:
+        raise SystemExit(f"wlk bench: {error}") from None
     for s in streams:
         log(f"{s.name}: {len(s.utterances)} utterances, {s.duration_s:.1f} s")
     data: dict[str, Any] = {
@@ -222,6 +221,40 @@ def run_bench(args: argparse.Namespace) -> int:
         gc.collect()  # the aligner and file-transcription models are gone before the server starts
         status |= asyncio.run(_measure_target(args, target, streams, refs, data, last=i == len(targets) - 1))
     return _finish(args, data, status)
+
+
+def _is_diarization_set(name: str) -> bool:
+    return name.strip("/").split("/")[0] == "diar"
+
+
+def run_diarization_sets(args: argparse.Namespace, sets: list[str]) -> int:
+    """`diar/` sets are folders of recordings with RTTM (speaker turns) or STM (turns with text)
+    references, not manifest rows: the diarization benchmark scores them, DER or cpWER."""
+    from whisperlivekit.bench import diarization
+    from whisperlivekit.bench.dataset import find_eval_dir
+
+    if not all(_is_diarization_set(name) for name in sets):
+        raise SystemExit("wlk bench: run diarization sets (diar/...) apart from transcription sets")
+    if args.url or args.server_cmd or args.capacity or len(args.models or []) > 1:
+        raise SystemExit("wlk bench: a diarization set runs our own server with one model; no --url, "
+                         "--server-cmd or --capacity")
+    root = Path(args.manifest).parent if args.manifest else find_eval_dir()
+    for name in sets:
+        folder = root / name.strip("/")
+        if not folder.is_dir():
+            raise SystemExit(f"wlk bench: no folder {folder}")
+        task = "cpwer" if any(folder.glob("*.stm")) else "der"  # STM has the words, RTTM only turns
+        argv = [task, str(folder), "--speed", str(args.speed)]
+        if args.policies:
+            argv += ["--policy", args.policies[0]]
+        if args.models:
+            argv += ["--model", args.models[0]]
+        if args.json:
+            out = args.json if len(sets) == 1 else args.json.with_stem(f"{args.json.stem}-{folder.name}")
+            argv += ["--json", str(out)]
+        log(f"{name}: {task.upper()} of {len(list(folder.glob('*.wav')))} recordings")
+        diarization.main(argv)
+    return 0
 
 
 def make_targets(args: argparse.Namespace) -> list[Target]:

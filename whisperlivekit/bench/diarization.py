@@ -173,6 +173,8 @@ def _engine(args: argparse.Namespace, no_transcription: bool) -> Any:
     from whisperlivekit import TranscriptionEngine
 
     options: dict[str, Any] = {"backend_policy": args.policy} if args.policy else {}
+    if args.model:
+        options["model"] = args.model
     return TranscriptionEngine(
         pcm_input=True, diarization=True, no_transcription=no_transcription,
         diarization_latency=args.latency, max_speakers=args.max_speakers, threads=args.threads, **options,
@@ -274,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-speakers", type=int, default=8)
     p.add_argument("--threads", type=int, default=0, help="ASR threads (--threads)")
     p.add_argument("--policy", help="streaming policy for cpwer (default: the server's default)")
+    p.add_argument("--model", help="Whisper model for cpwer (default: the server's default)")
     p.add_argument("--json", help="write rows and summary here")
     args = p.parse_args(argv)
     if args.speed <= 0:
