@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,17 +24,9 @@ from whisperlivekit.audio.vad import (
 PAD = 3 * SAMPLE_RATE  # 3 s of silence around the speech
 
 
-def eval_audio(relative: str) -> np.ndarray:
-    root = Path(os.environ.get("WLK_EVAL_DIR") or Path(__file__).resolve().parents[2] / "shared" / "eval")
-    path = root / relative
-    if not path.is_file():
-        pytest.skip(f"evaluation audio not found: {path}")
-    return load_audio(path)
-
-
 @pytest.fixture(scope="module")
-def jfk() -> np.ndarray:
-    return eval_audio("classic/jfk.wav")
+def jfk(jfk_wav: Path) -> np.ndarray:
+    return load_audio(jfk_wav)
 
 
 @pytest.fixture(scope="module")
@@ -128,11 +119,11 @@ def test_silence_and_padding_options(model: SileroVADModel, jfk: np.ndarray) -> 
     assert [end for _, end in early] == [end for _, end in default]
 
 
-def test_prefix_padding_keeps_an_unvoiced_onset(model: SileroVADModel) -> None:
+def test_prefix_padding_keeps_an_unvoiced_onset(model: SileroVADModel, eval_root: Path) -> None:
     """LJ001-0001 opens on the "p" of "Printing" at once: Silero rises with the voiced "ri" ~0.25 s
     later, so Silero's own 100 ms padding (the default) cuts the word and both policies lose it;
     `--vad-prefix-padding 0.3` keeps it."""
-    audio = eval_audio("en/ljspeech/LJ001-0001.wav")
+    audio = load_audio(eval_root / "en" / "ljspeech" / "LJ001-0001.wav")
     frames = np.abs(audio[: len(audio) // 160 * 160]).reshape(-1, 160).max(axis=1)  # 10 ms peaks
     onset = int(np.argmax(frames > 0.1 * frames.max())) * 160
     silero = segments(run(StreamingVAD(model), audio))
