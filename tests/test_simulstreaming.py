@@ -347,6 +347,12 @@ def test_unsure_words_near_the_end_wait_for_more_audio(shared):
     # Far from the end more audio will not help: committing now only saves latency.
     kept, held = policy._split_unsure(tokens([unsure, sure, sure], [5, 15, 20]), near)
     assert len(kept) == 3 and held == []
+    # An unsure comma holds nothing back: punctuation changes no word.
+    comma = policy.tokenizer.encode(",")
+    assert len(comma) == 1
+    unsure_comma = ss._Token(comma[0], 80, unsure)
+    kept, held = policy._split_unsure([*tokens([sure, sure, sure], [40, 60, 80]), unsure_comma], near)
+    assert len(kept) == 4 and held == []
 
 
 @needs_model
@@ -396,7 +402,8 @@ def test_beams_one_is_greedy_and_three_finds_jfk(shared, jfk):
     policy.insert_audio(jfk, 0.0)
     words = policy.finish().committed
     tok = policy.tokenizer
-    mel = log_mel_spectrogram(jfk, padding=16000)
+    padding = max(ss.TAIL_SECONDS * 16000, ss.MIN_WINDOW_SECONDS * 16000 - len(jfk))  # the policy's window
+    mel = log_mel_spectrogram(jfk, padding=int(padding))
     with torch.inference_mode():
         features = model.embed_audio(mel[:, : mel.shape[-1] & ~1])
     greedy = greedy_decode(

@@ -54,13 +54,15 @@ output (its audio began inside them) drops them and their audio.
 Speed: the prompt and the committed prefix go through the decoder in one call, projecting only the
 two positions whose logits are read (half the cost of a 250-token prompt). Nothing else survives an
 update: every decoder state depends on the audio through cross-attention, and the encoder is
-bidirectional, so each update re-encodes the buffer (only the buffer: no padding to 30 s).
+bidirectional, so each update re-encodes the buffer: the buffer and 1 s of zeros, at least 15 s in all
+(not 30 s: beyond 15 s a window costs time and no accuracy; below it Whisper garbles short buffers).
 Memory: every update has new tensor shapes, and oneDNN keeps a compiled primitive per shape; the engine
 turns that cache off (``ONEDNN_PRIMITIVE_CACHE_CAPACITY=0``: RSS 650 -> 1370 MB in a minute of audio
 with it, flat without, ~9% more CPU).
 
 Measured on this project's 2-core shared CPU, tiny.en float32, ``torch.set_num_threads(2)``, medians:
-- one update after 0.5 s of new speech: 5 s buffer ~55 ms (encoder 30 + decoder 21), 10 s ~80 ms,
+- one update after 0.5 s of new speech (measured before the 15 s minimum window, which makes a short
+  buffer cost what a 15 s one does): 5 s buffer ~55 ms (encoder 30 + decoder 21), 10 s ~80 ms,
   15 s ~125 ms (78 + 47), 25 s ~180 ms. The encoder is ~60% and grows with the buffer:
   ``audio_max_len=15`` makes a long stream 35% cheaper (WER 12.7% instead of 10.5% below).
 - offline simulation (``pytest -m slow tests/test_simulstreaming.py``): 0.5 s chunks of 60 s of
@@ -105,6 +107,9 @@ FRAME_SECONDS = SAMPLES_PER_FRAME / SAMPLE_RATE
 MAX_ENCODER_FRAMES = 1500  # 30 s
 # An unpadded buffer makes Whisper loop on its last words; 1 s of zeros fixed it (faster_whisper.py).
 TAIL_SECONDS = 1.0
+# A short window garbles Whisper (faster_whisper.py: 29 % WER at 5 s, 6.3 % at 15 s), and a fresh
+# buffer is short: zeros pad it to 15 s. LJSpeech, random updates, six seeds: 7.5 -> 7.2 % WER.
+MIN_WINDOW_SECONDS = 15.0
 MAX_BUFFER_SECONDS = 30.0 - TAIL_SECONDS  # the buffer and its tail must fit the 30 s encoder
 LANGUAGE_DETECTION_SECONDS = 1.0
 LANGUAGE_CONFIDENCE = 0.8  # FLEURS clips open with 1-3 s of near-silence, read as "en" at p 0.4-0.7
@@ -132,7 +137,7 @@ TEXT_ROOM = 64  # decoder positions kept free for new tokens when the context is
 # alignment (faster-whisper base, DTW) of 60 s hifitts/LJSpeech streams, median error < 0.1 s.
 # A word below this token probability is not committed while it lies in the last UNSURE_WAIT_SECONDS
 # of the audio: more audio may change it; further back, waiting would only add latency.
-COMMIT_MIN_PROBABILITY = 0.3
+COMMIT_MIN_PROBABILITY = 0.5  # 0.3 -> 0.5: LJSpeech 7.5 -> 7.3 % WER (random updates, six seeds)
 UNSURE_WAIT_SECONDS = 1.5
 WORD_START_PAD = 0.3
 WORD_END_PAD = 0.0
@@ -512,7 +517,7 @@ class SimulStreamingPolicy(StreamingPolicy):
         model = self.model
         with torch.inference_mode():
             audio = self.buffer.samples
-            tail = int(TAIL_SECONDS * SAMPLE_RATE)
+            tail = max(int(TAIL_SECONDS * SAMPLE_RATE), int(MIN_WINDOW_SECONDS * SAMPLE_RATE) - len(audio))
             mel = log_mel_spectrogram(audio, model.dims.n_mels, padding=tail, device=model.device)
             mel = mel[:, : min(mel.shape[-1] & ~1, 2 * MAX_ENCODER_FRAMES)]  # the conv halves: even
             features = model.embed_audio(mel)
@@ -830,7 +835,9 @@ class SimulStreamingPolicy(StreamingPolicy):
         recent = audio_frames - round(UNSURE_WAIT_SECONDS / FRAME_SECONDS)
         kept = 0
         for word in self._words(tokens):
-            unsure = min(t.logprob for t in word) < math.log(COMMIT_MIN_PROBABILITY)
+            # Punctuation does not count: an unsure comma or full stop changes no word.
+            unsure = min((t.logprob for t in word if self._is_word(t.id)), default=0.0) < math.log(
+                COMMIT_MIN_PROBABILITY)
             if unsure and max(t.frame for t in word) >= recent:
                 break
             kept += len(word)
