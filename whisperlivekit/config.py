@@ -45,7 +45,7 @@ class Config:
 
     # Streaming policy
     backend_policy: Literal["simulstreaming", "localagreement"] = opt(
-        "simulstreaming",
+        "localagreement",
         "Streaming policy: simulstreaming (AlignAtt, lowest latency) or localagreement "
         "(LocalAgreement-2: commit what two consecutive hypotheses agree on).",
         "--policy",
