@@ -54,15 +54,14 @@ output (its audio began inside them) drops them and their audio.
 Speed: the prompt and the committed prefix go through the decoder in one call, projecting only the
 two positions whose logits are read (half the cost of a 250-token prompt). Nothing else survives an
 update: every decoder state depends on the audio through cross-attention, and the encoder is
-bidirectional, so each update re-encodes the buffer: the buffer and 1 s of zeros, at least 15 s in all
-(not 30 s: beyond 15 s a window costs time and no accuracy; below it Whisper garbles short buffers).
+bidirectional, so each update re-encodes the buffer (only the buffer and a 1 s zero tail: no padding to
+30 s; padding to 15 s was tried, see ``MIN_WINDOW_SECONDS``).
 Memory: every update has new tensor shapes, and oneDNN keeps a compiled primitive per shape; the engine
 turns that cache off (``ONEDNN_PRIMITIVE_CACHE_CAPACITY=0``: RSS 650 -> 1370 MB in a minute of audio
 with it, flat without, ~9% more CPU).
 
 Measured on this project's 2-core shared CPU, tiny.en float32, ``torch.set_num_threads(2)``, medians:
-- one update after 0.5 s of new speech (measured before the 15 s minimum window, which makes a short
-  buffer cost what a 15 s one does): 5 s buffer ~55 ms (encoder 30 + decoder 21), 10 s ~80 ms,
+- one update after 0.5 s of new speech: 5 s buffer ~55 ms (encoder 30 + decoder 21), 10 s ~80 ms,
   15 s ~125 ms (78 + 47), 25 s ~180 ms. The encoder is ~60% and grows with the buffer:
   ``audio_max_len=15`` makes a long stream 35% cheaper (WER 12.7% instead of 10.5% below).
 - offline simulation (``pytest -m slow tests/test_simulstreaming.py``): 0.5 s chunks of 60 s of
@@ -107,9 +106,11 @@ FRAME_SECONDS = SAMPLES_PER_FRAME / SAMPLE_RATE
 MAX_ENCODER_FRAMES = 1500  # 30 s
 # An unpadded buffer makes Whisper loop on its last words; 1 s of zeros fixed it (faster_whisper.py).
 TAIL_SECONDS = 1.0
-# A short window garbles Whisper (faster_whisper.py: 29 % WER at 5 s, 6.3 % at 15 s), and a fresh
-# buffer is short: zeros pad it to 15 s. LJSpeech, random updates, six seeds: 7.5 -> 7.2 % WER.
-MIN_WINDOW_SECONDS = 15.0
+# Zeros to pad a short buffer's window to (0: the buffer and its 1 s tail). 15 s, as LocalAgreement
+# pads, took LJSpeech from 7.5 to 7.2 % WER (random updates, six seeds) but turned jfk's opening "my
+# fellow" into "am I fellow", lost the end of jfk in a browser upload, and added 0.15 s of latency in
+# real time (benchmarks/README.md, session 6): not kept.
+MIN_WINDOW_SECONDS = 0.0
 MAX_BUFFER_SECONDS = 30.0 - TAIL_SECONDS  # the buffer and its tail must fit the 30 s encoder
 LANGUAGE_DETECTION_SECONDS = 1.0
 LANGUAGE_CONFIDENCE = 0.8  # FLEURS clips open with 1-3 s of near-silence, read as "en" at p 0.4-0.7
