@@ -397,19 +397,27 @@ async def test_two_resumes_at_once_one_wins(server: LiveServer, jfk: np.ndarray)
     first = await stream_audio(server.ws, jfk[:16000], speed=4.0)
     session_id = first.config["session_id"]
 
-    async def resume() -> tuple[int | None, list[dict]]:
+    answered = [asyncio.Event(), asyncio.Event()]
+
+    async def resume(me: int) -> tuple[int | None, list[dict]]:
         messages: list[dict] = []
-        async with connect(f"{server.ws}?session_id={session_id}") as ws:
-            with contextlib.suppress(ConnectionClosed):
-                messages.append(json.loads(await ws.recv()))
-                if messages[0]["type"] == "config":
-                    await asyncio.sleep(0.5)  # hold the session while the other one tries
-                    await ws.send(b"")
-                async for frame in ws:
-                    messages.append(json.loads(frame))
+        try:
+            async with connect(f"{server.ws}?session_id={session_id}") as ws:
+                with contextlib.suppress(ConnectionClosed):
+                    messages.append(json.loads(await ws.recv()))
+                    if messages[0]["type"] == "config":
+                        # Hold the session until the other attempt is answered (a fixed sleep lost
+                        # the race on a loaded machine: the other connected after this one ended).
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(answered[1 - me].wait(), 10)
+                        await ws.send(b"")
+                    async for frame in ws:
+                        messages.append(json.loads(frame))
+        finally:
+            answered[me].set()
         return ws.close_code, messages
 
-    outcomes = sorted(await asyncio.gather(resume(), resume()), key=lambda o: o[0] or 0)
+    outcomes = sorted(await asyncio.gather(resume(0), resume(1)), key=lambda o: o[0] or 0)
     (won_code, won), (lost_code, lost) = outcomes
     assert won_code == 1000 and won[0]["session_id"] == session_id and won[-1]["type"] == "ready_to_stop"
     assert lost_code == 4409 and lost[0]["type"] == "error"
