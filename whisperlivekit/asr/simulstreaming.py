@@ -55,7 +55,7 @@ Speed: the prompt and the committed prefix go through the decoder in one call, p
 two positions whose logits are read (half the cost of a 250-token prompt). Nothing else survives an
 update: every decoder state depends on the audio through cross-attention, and the encoder is
 bidirectional, so each update re-encodes the buffer (only the buffer and a 1 s zero tail: no padding to
-30 s; padding to 15 s was tried, see ``MIN_WINDOW_SECONDS``).
+30 s; padding to 15 s was tried, see ``TAIL_SECONDS``).
 Memory: every update has new tensor shapes, and oneDNN keeps a compiled primitive per shape; the engine
 turns that cache off (``ONEDNN_PRIMITIVE_CACHE_CAPACITY=0``: RSS 650 -> 1370 MB in a minute of audio
 with it, flat without, ~9% more CPU).
@@ -105,12 +105,10 @@ SAMPLES_PER_FRAME = 320  # one encoder frame = 2 mel frames = 20 ms
 FRAME_SECONDS = SAMPLES_PER_FRAME / SAMPLE_RATE
 MAX_ENCODER_FRAMES = 1500  # 30 s
 # An unpadded buffer makes Whisper loop on its last words; 1 s of zeros fixed it (faster_whisper.py).
+# More zeros, up to a 15 s window as LocalAgreement pads, took LJSpeech from 7.5 to 7.2 % WER (random
+# updates, six seeds) but turned jfk's opening "my fellow" into "am I fellow", lost the end of jfk in a
+# browser upload, and added 0.15 s of latency in real time (benchmarks/README.md, session 6): not kept.
 TAIL_SECONDS = 1.0
-# Zeros to pad a short buffer's window to (0: the buffer and its 1 s tail). 15 s, as LocalAgreement
-# pads, took LJSpeech from 7.5 to 7.2 % WER (random updates, six seeds) but turned jfk's opening "my
-# fellow" into "am I fellow", lost the end of jfk in a browser upload, and added 0.15 s of latency in
-# real time (benchmarks/README.md, session 6): not kept.
-MIN_WINDOW_SECONDS = 0.0
 MAX_BUFFER_SECONDS = 30.0 - TAIL_SECONDS  # the buffer and its tail must fit the 30 s encoder
 LANGUAGE_DETECTION_SECONDS = 1.0
 LANGUAGE_CONFIDENCE = 0.8  # FLEURS clips open with 1-3 s of near-silence, read as "en" at p 0.4-0.7
@@ -518,7 +516,7 @@ class SimulStreamingPolicy(StreamingPolicy):
         model = self.model
         with torch.inference_mode():
             audio = self.buffer.samples
-            tail = max(int(TAIL_SECONDS * SAMPLE_RATE), int(MIN_WINDOW_SECONDS * SAMPLE_RATE) - len(audio))
+            tail = int(TAIL_SECONDS * SAMPLE_RATE)
             mel = log_mel_spectrogram(audio, model.dims.n_mels, padding=tail, device=model.device)
             mel = mel[:, : min(mel.shape[-1] & ~1, 2 * MAX_ENCODER_FRAMES)]  # the conv halves: even
             features = model.embed_audio(mel)
