@@ -393,6 +393,30 @@ def test_postgres_store_survives_a_database_restart(postgres: PostgresServer) ->
         store.close()
 
 
+async def test_late_cleanup_of_the_old_connection_keeps_a_resume_claimed(store) -> None:
+    """CI saw two resumes both win: the first connection's cleanup ran after a resume had claimed
+    the id and freed it, so the second resume found it free. Each connection frees only its own."""
+    from whisperlivekit.store.live import LiveSessions, ResumeError
+
+    class Processor:  # what LiveSessions asks of an AudioProcessor
+        def resume(self, lines: list[Line], stream_until: float) -> None:
+            self.resumed = lines
+
+    sessions = LiveSessions(store)
+    first, resumer, third = Processor(), Processor(), Processor()
+    recorder = await sessions.begin(first, None, {})
+    session_id = recorder.session_id
+    sessions.finish(session_id, first)  # the first connection ends ...
+    await sessions.begin(resumer, session_id, {})  # ... a resume claims the id ...
+    sessions.finish(session_id, first)  # ... and the first connection's cleanup runs late
+    assert sessions.processors[session_id] is resumer
+    with pytest.raises(ResumeError) as refused:
+        await sessions.begin(third, session_id, {})
+    assert refused.value.code == 4409
+    sessions.finish(session_id, resumer)
+    assert session_id not in sessions.processors
+
+
 async def test_two_resumes_at_once_one_wins(server: LiveServer, jfk: np.ndarray) -> None:
     first = await stream_audio(server.ws, jfk[:16000], speed=4.0)
     session_id = first.config["session_id"]
@@ -406,8 +430,7 @@ async def test_two_resumes_at_once_one_wins(server: LiveServer, jfk: np.ndarray)
                 with contextlib.suppress(ConnectionClosed):
                     messages.append(json.loads(await ws.recv()))
                     if messages[0]["type"] == "config":
-                        # Hold the session until the other attempt is answered (a fixed sleep lost
-                        # the race on a loaded machine: the other connected after this one ended).
+                        # Hold the session until the other attempt is answered: they overlap.
                         with contextlib.suppress(TimeoutError):
                             await asyncio.wait_for(answered[1 - me].wait(), 10)
                         await ws.send(b"")

@@ -152,7 +152,7 @@ async def run_session(websocket: WebSocket, engine: TranscriptionEngine) -> None
             code = CLOSE_INVALID_PAYLOAD if sender.result() else CLOSE_NORMAL
             # Everything is stored and sent: no longer live *before* the close, so a client that
             # reconnects at once to resume it is not refused as "live on another connection".
-            await end_live_session(websocket, recorder)
+            await end_live_session(websocket, recorder, processor)
             with contextlib.suppress(Exception):
                 await websocket.close(code)
     except WebSocketDisconnect:
@@ -162,7 +162,7 @@ async def run_session(websocket: WebSocket, engine: TranscriptionEngine) -> None
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await sender
         await processor.cleanup()
-        await end_live_session(websocket, recorder)  # idempotent: a client that vanished ends here
+        await end_live_session(websocket, recorder, processor)  # idempotent: a client that vanished ends here
 
 
 async def _send_updates(

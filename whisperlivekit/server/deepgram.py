@@ -263,7 +263,8 @@ class DeepgramSession:
             await self._stream(recorder)
         finally:
             await self.processor.cleanup()
-            await end_live_session(self.websocket, recorder)  # no longer live; `ended` in the store
+            # No longer live; `ended` in the store.
+            await end_live_session(self.websocket, recorder, self.processor)
 
     async def _stream(self, recorder: SessionRecorder) -> None:
         updates = recorder.wrap(await self.processor.create_tasks())  # stored before sent

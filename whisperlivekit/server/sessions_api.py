@@ -125,15 +125,17 @@ async def start_live_session(websocket: WebSocket, processor: AudioProcessor) ->
         for warning in [*check.warnings, *([recorder.problem] if recorder.problem else [])]:
             await websocket.send_json({"type": "warning", "warning": warning})
     except Exception:
-        await end_live_session(websocket, recorder)  # the client left already: do not hold its id
+        await end_live_session(websocket, recorder, processor)  # the client left already: do not hold its id
         raise
     return recorder
 
 
-async def end_live_session(websocket: WebSocket, recorder: SessionRecorder) -> None:
+async def end_live_session(
+    websocket: WebSocket, recorder: SessionRecorder, processor: AudioProcessor
+) -> None:
     sessions: LiveSessions | None = getattr(websocket.app.state, "sessions", None)
     if sessions is not None:
-        sessions.finish(recorder.session_id)
+        sessions.finish(recorder.session_id, processor)
     await recorder.close()
 
 

@@ -85,17 +85,20 @@ class LiveSessions:
             try:
                 recorder = await self._resume(processor, resume_id, now)
             except ResumeError:
-                self.finish(resume_id)
+                self.finish(resume_id, processor)
                 raise
             except Exception as error:
-                self.finish(resume_id)
+                self.finish(resume_id, processor)
                 logger.exception("could not resume session %s", resume_id)
                 raise ResumeError(f"the transcript store is unavailable: {error}", CLOSE_STORE_DOWN) from None
         self.processors[recorder.session_id] = processor
         return recorder
 
-    def finish(self, session_id: str) -> None:
-        self.processors.pop(session_id, None)
+    def finish(self, session_id: str, processor: AudioProcessor) -> None:
+        """`processor`'s session is no longer live. Only its own entry goes: the previous
+        connection's late cleanup must not free an id that a resume has claimed since."""
+        if self.processors.get(session_id) is processor:
+            del self.processors[session_id]
 
     async def _resume(self, processor: AudioProcessor, session_id: str, now: float) -> SessionRecorder:
         if self.store is None:
