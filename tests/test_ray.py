@@ -14,9 +14,9 @@ from collections.abc import Iterator
 import httpx
 import numpy as np
 import pytest
-from conftest import LiveServer
+from conftest import JFK, LiveServer
 
-from whisperlivekit.bench.metrics import normalize
+from whisperlivekit.bench.metrics import normalize, wer
 from whisperlivekit.client import decode_audio, stream_audio
 from whisperlivekit.config import Config
 
@@ -85,7 +85,10 @@ def test_ray_serve_gives_the_plain_servers_transcript(plain_server, ray_url, jfk
     assert plain.error is None and plain.final_text
     on_ray = asyncio.run(stream_audio(ray_url, jfk, speed=1.0))
     assert on_ray.error is None, on_ray.error
-    assert normalize(on_ray.final_text) == normalize(plain.final_text), (on_ray.final_text, plain.final_text)
+    # Not word for word: a replica step's round trip moves where the updates fall, and tiny.en reads
+    # jfk's opening differently at some update phases ("my fellow" / "am I fellow").
+    assert wer(JFK, plain.final_text) <= 0.1, plain.final_text
+    assert wer(plain.final_text, on_ray.final_text) <= 0.1, (on_ray.final_text, plain.final_text)
     assert [m.type for m in on_ray.messages][-1] == "ready_to_stop"
 
 

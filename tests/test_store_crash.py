@@ -98,7 +98,10 @@ async def test_sigkill_mid_stream_loses_no_committed_line(serve, tmp_path: Path,
                 os.kill(server.process.pid, signal.SIGKILL)
                 killed.set()
 
-    result = await stream_audio(server.ws, jfk, speed=1.5, on_message=on_message, ready_timeout=30)
+    # A pause past the silence-line threshold (2 s) ends the first line whatever the model writes
+    # (greedy tiny.en puts no full stop in jfk on some CPUs, and a line otherwise ends at one).
+    audio = np.concatenate([jfk, np.zeros(3 * 16000, np.float32), jfk])
+    result = await stream_audio(server.ws, audio, speed=1.5, on_message=on_message, ready_timeout=30)
     assert killed.is_set(), "no line was final before the end of the audio"
     assert result.t_ready_to_stop is None  # it really died mid-stream
     server.process.wait(timeout=30)
