@@ -198,6 +198,6 @@ async def test_max_session_seconds_ends_the_stream_with_a_warning(engine, jfk_wa
         result = await stream_audio(live.ws, decode_audio(jfk_wav), speed=1.0, ready_timeout=30)
     warnings = [m.data["warning"] for m in result.messages if m.type == "warning"]
     seen = (result.error, [(round(m.t, 2), m.type) for m in result.messages if m.type != "transcript"])
-    assert any("--max-session-seconds" in warning for warning in warnings), seen  # failed once under load
+    assert any("--max-session-seconds" in warning for warning in warnings), seen
     assert result.t_ready_to_stop is not None and result.t_ready_to_stop < 8  # ended, did not run 11 s
     assert "fellow" in result.final_text.lower()  # what came before the limit is transcribed

@@ -135,7 +135,7 @@ TEXT_ROOM = 64  # decoder positions kept free for new tokens when the context is
 # A word below this token probability is not committed while it lies in the last UNSURE_WAIT_SECONDS
 # of the audio: more audio may change it; further back, waiting would only add latency. Simulation,
 # random updates (benchmarks/README.md, session 7): p 0.3 / 0.5 / 0.6 / 0.7 gave LJSpeech 7.5 / 7.3 /
-# 6.8 / 6.9 % WER, hifitts 8.2 / 8.0 / - / 6.9 %, at ~0.05 s more commit latency per step up.
+# 6.8 / 6.9 % WER, hifitts 8.2 / 8.0 / 7.3 / 6.9 %, at ~0.05 s more commit latency per step up.
 COMMIT_MIN_PROBABILITY = 0.6
 UNSURE_WAIT_SECONDS = 1.5
 # Word times from attention peaks, which sit late in a token's audio: calibrated against a forced

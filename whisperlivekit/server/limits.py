@@ -123,13 +123,16 @@ class ReceiveGuard:
             # The stream has ended: later frames are ignored, so nothing follows `ready_to_stop`.
         end_at = self.started + self.max_session_seconds
         idle_at = self.last + self.idle_timeout
+        # Which deadline a timeout means is decided now: uvloop's timers have millisecond
+        # resolution and may fire just before `end_at` by the clock (seen: an idle error at 3.0 s).
+        session_over_first = end_at <= idle_at
         try:
             message = await asyncio.wait_for(
                 self.websocket.receive(), max(0.0, min(end_at, idle_at) - time.monotonic())
             )
         except asyncio.TimeoutError:
             self.stream_ended = True
-            if time.monotonic() >= end_at:
+            if session_over_first:
                 await self._send(
                     "warning",
                     f"the session reached --max-session-seconds ({self.max_session_seconds:g} s): "
