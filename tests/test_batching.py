@@ -31,8 +31,8 @@ CONTEXT = "and so my fellow americans ask not what your country can do for you a
 def engine():
     from whisperlivekit import TranscriptionEngine
 
-    # LocalAgreement, tiny.en, batching on; a wait lines the test's sessions up even on a fast machine.
-    engine = TranscriptionEngine(pcm_input=True, batch_max_wait=0.05)
+    # LocalAgreement (the policy that batches), tiny.en; a wait lines the sessions up even on a fast machine.
+    engine = TranscriptionEngine(pcm_input=True, backend_policy="localagreement", batch_max_wait=0.05)
     yield engine
     engine.close()
 

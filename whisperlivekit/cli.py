@@ -94,7 +94,8 @@ def _transcribe(args: argparse.Namespace, config: Config) -> int:
     from whisperlivekit.output.formats import format_lines
     from whisperlivekit.transcribe import transcribe_file
 
-    engine = TranscriptionEngine(config)
+    # Files run on the CTranslate2 model, which LocalAgreement streams on: nothing else to load.
+    engine = TranscriptionEngine(config.replace(backend_policy="localagreement"))
     status = 0
     for path in args.files:
         try:

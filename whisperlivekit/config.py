@@ -45,9 +45,10 @@ class Config:
 
     # Streaming policy
     backend_policy: Literal["simulstreaming", "localagreement"] = opt(
-        "localagreement",
+        "simulstreaming",
         "Streaming policy: simulstreaming (AlignAtt, lowest latency) or localagreement "
-        "(LocalAgreement-2: commit what two consecutive hypotheses agree on).",
+        "(LocalAgreement-2: commit what two consecutive hypotheses agree on; half the memory, "
+        "batches sessions' model calls).",
         "--policy",
     )
     min_chunk_size: float | None = opt(

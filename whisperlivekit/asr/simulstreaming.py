@@ -385,7 +385,7 @@ class SimulStreamingPolicy(StreamingPolicy):
         language = None if opts.language in (None, "", "auto") else opts.language
         if not shared.multilingual:
             language = "en"
-        self.detected_language: str | None = language
+        self.detected_language: str | None = None  # only what `auto` detected, as the protocol says
         self.tokenizer: Tokenizer | None = shared.tokenizer(language, opts.task) if language else None
         n_ctx = self.model.dims.n_text_ctx
         self.max_context = opts.max_context_tokens if opts.max_context_tokens is not None else n_ctx // 2 - 1

@@ -46,8 +46,7 @@ class TranslationService:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     def close(self) -> None:
-        # Wait for a call in flight: freeing a native backend (bergamot's Rust engine) under a running
-        # translation crashed the whole process (a segfault seen once in the full test run).
+        # Wait for a call in flight: a backend must not be freed under it.
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
         with self._lock:
