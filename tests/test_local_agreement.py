@@ -86,6 +86,20 @@ def test_policy_trims_the_buffer_and_keeps_context_in_the_prompt() -> None:
     assert policy.buffered_seconds == 0.0
 
 
+def test_a_backlog_reaches_the_model_in_steps() -> None:
+    """Audio inserted faster than real time (an upload, a server behind) reaches the model in steps,
+    as it would have come in real time: one call on all of it would see only 30 s, and nothing
+    would agree."""
+    backend = ScriptedBackend(["a b c", "a b c d e", "a b c d e f g"])
+    policy = LocalAgreementPolicy(backend, language="en")
+    policy.insert_audio(second(12), 0.0)
+    assert policy.pending_seconds == 12.0
+    output = policy.process()
+    assert backend.lengths == [5.0, 10.0, 12.0]
+    assert texts(output.committed) == ["a", "b", "c", "d", "e"] and policy.pending_seconds == 0.0
+    assert texts(policy.finish().committed) == ["f", "g"]
+
+
 def test_lines_grow_only_and_break_at_sentences_and_pauses() -> None:
     transcript = Transcript()
     transcript.add_words(words("Hello there. General"))

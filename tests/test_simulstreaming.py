@@ -170,6 +170,9 @@ def test_repetition_cut_on_crafted_tokens():
     assert repetition_cut([1, *sentence, *sentence, *sentence]) == 31
     assert repetition_cut([1, *sentence, *sentence, *sentence], max_ngram=16) is None
     assert repetition_cut([1, 2, 1, 2, 1, 2, 3]) is None  # the repeat must end the sequence
+    phrase = [11, 12, 13, 14, 15]  # a whole phrase twice in a row is a loop already
+    assert repetition_cut([1, *phrase, *phrase]) == 6
+    assert repetition_cut([1, *phrase[1:], *phrase[1:]]) is None  # four tokens twice: speech does that
 
 
 def test_fire_at_boundary_on_crafted_cif():
@@ -457,6 +460,22 @@ def test_context_is_carried_across_trimmed_windows(shared, eval_root):
     carried = tok.decode(prompt[1:sot_index]).strip()
     assert len(carried) > 40 and carried.split()[-1] in hypothesis
     assert wer(reference, hypothesis) <= 0.2, hypothesis
+    assert_times_ordered(words, 0.0, len(audio) / 16000)
+
+
+@needs_model
+def test_a_backlog_longer_than_the_window_is_decoded_in_steps(shared, eval_root):
+    """45 s of speech inserted at once (a fast upload, a server behind) loses nothing: one decode sees
+    at most 30 s, so the policy takes the backlog in steps (before, the first ~15 s were dropped)."""
+    audio, reference = hifitts(eval_root, 45.0)
+    policy = SimulStreamingPolicy(shared)
+    policy.insert_audio(audio, 0.0)
+    assert policy.pending_seconds == pytest.approx(len(audio) / 16000)
+    words = [*policy.process().committed]
+    assert policy.buffered_seconds < ss.MAX_BUFFER_SECONDS and policy.pending_seconds == 0
+    words += policy.finish().committed
+    assert policy.buffered_seconds == 0
+    assert wer(reference, text(words)) <= 0.15, text(words)
     assert_times_ordered(words, 0.0, len(audio) / 16000)
 
 

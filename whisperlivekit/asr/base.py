@@ -5,7 +5,9 @@ A new backend or policy is one file implementing one of these.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -92,6 +94,38 @@ class AudioBuffer:
     def clear(self) -> None:
         self.samples = self.samples[:0]
         self.pending = 0
+
+
+class AudioBacklog:
+    """Audio inserted into a policy and not yet in its buffer. One decode sees at most 30 s, so a
+    policy given more at once (a fast upload, a server behind) takes it in steps that fit."""
+
+    sample_rate = 16000
+
+    def __init__(self) -> None:
+        self._parts: deque[tuple[np.ndarray, float]] = deque()  # (samples, stream time of the first)
+
+    def __bool__(self) -> bool:
+        return bool(self._parts)
+
+    @property
+    def seconds(self) -> float:
+        return sum(len(samples) for samples, _ in self._parts) / self.sample_rate
+
+    def append(self, samples: np.ndarray, start: float) -> None:
+        self._parts.append((np.asarray(samples, dtype=np.float32), start))
+
+    def take(self, seconds: float = math.inf) -> Iterator[tuple[np.ndarray, float]]:
+        """The first ``seconds`` of it, as (samples, start) pieces, removed."""
+        budget = seconds * self.sample_rate
+        while self._parts and budget > 0:
+            samples, start = self._parts.popleft()
+            if len(samples) > budget:
+                cut = int(budget)
+                self._parts.appendleft((samples[cut:], start + cut / self.sample_rate))
+                samples = samples[:cut]
+            budget -= len(samples)
+            yield samples, start
 
 
 class StreamingPolicy(ABC):

@@ -87,7 +87,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from whisperlivekit.asr.base import AudioBuffer, StreamingPolicy
+from whisperlivekit.asr.base import AudioBacklog, AudioBuffer, StreamingPolicy
 from whisperlivekit.messages import PolicyOutput, Word
 
 if TYPE_CHECKING:
@@ -121,6 +121,9 @@ LOGPROB_THRESHOLD = -1.0
 TOKENS_PER_SECOND = 15
 MIN_TOKEN_BOUND = 20
 REPETITIONS = 3  # the same n-gram this many times at the end is a loop
+# ...and a phrase of this many tokens twice in a row: a decode of a whole utterance at once (a browser
+# upload, a server behind) read jfk's "for your country" on into "you can do for your country you can".
+LONG_REPEAT_TOKENS = 5
 MAX_NGRAM = 64  # a repeated sentence is a long n-gram
 # A word attended this far before the previous word is a loop re-reading the audio (the original's
 # rewind_threshold is 200; legit steps back seen here are < 25 frames, punctuation aside; a loop
@@ -131,6 +134,10 @@ PREVIEW_BACKTRACK_FRAMES = 10
 # untranscribed before the prefix is let go (see _stalled); at finish, anything past the tail.
 STALL_SECONDS = 2.0
 MAX_FINISH_RESTARTS = 4
+# The most audio one update takes in: a backlog (a fast upload, a server behind) is decoded in steps of
+# this much, leaving room in the 30 s window for the audio before it. LJSpeech / hifitts in 30 s bursts
+# (benchmarks/simulate.py --chunk 30): one decode 35.3 / 10.3 %, 10 s steps 6.6 / 6.3 % WER.
+MAX_STEP_SECONDS = 10.0
 TEXT_ROOM = 64  # decoder positions kept free for new tokens when the context is long
 # A word below this token probability is not committed while it lies in the last UNSURE_WAIT_SECONDS
 # of the audio: more audio may change it; further back, waiting would only add latency. Simulation,
@@ -244,15 +251,17 @@ def should_stop(attention_row: np.ndarray | Tensor, audio_frames: int, frame_thr
 
 
 def repetition_cut(
-    tokens: Sequence[int], repeats: int = REPETITIONS, max_ngram: int = MAX_NGRAM
+    tokens: Sequence[int], repeats: int = REPETITIONS, max_ngram: int = MAX_NGRAM,
+    long_ngram: int = LONG_REPEAT_TOKENS,
 ) -> int | None:
-    """If ``tokens`` end with one n-gram ``repeats`` or more times in a row, the length keeping one copy."""
+    """If ``tokens`` end with one n-gram ``repeats`` or more times in a row (twice, for an n-gram of
+    ``long_ngram`` tokens or more), the length keeping one copy."""
     tokens = list(tokens)
-    for n in range(1, min(max_ngram, len(tokens) // repeats) + 1):
+    for n in range(1, min(max_ngram, len(tokens) // 2) + 1):
         tail, count = tokens[-n:], 1
         while len(tokens) >= (count + 1) * n and tokens[-(count + 1) * n : -count * n] == tail:
             count += 1
-        if count >= repeats:
+        if count >= (2 if n >= long_ngram else repeats):
             return len(tokens) - (count - 1) * n
     return None
 
@@ -392,6 +401,7 @@ class SimulStreamingPolicy(StreamingPolicy):
         self.max_seconds = min(opts.audio_max_len, MAX_BUFFER_SECONDS)
         self.cif = load_cif(opts.cif_ckpt_path, self.model.dims.n_audio_state, str(self.model.device))
         self.buffer = AudioBuffer()
+        self.backlog = AudioBacklog()  # inserted, not yet in the buffer
         self.static_context: list[int] = []
         self.context: list[int] = []  # committed text tokens that left the buffer (+ init_prompt)
         if self.tokenizer is not None:
@@ -410,23 +420,33 @@ class SimulStreamingPolicy(StreamingPolicy):
     # -- StreamingPolicy --------------------------------------------------------------------------
     @property
     def pending_seconds(self) -> float:
-        return self.buffer.pending_seconds
+        return self.buffer.pending_seconds + self.backlog.seconds
 
     @property
     def buffered_seconds(self) -> float:
-        return self.buffer.seconds
+        return self.buffer.seconds + self.backlog.seconds
 
     def insert_audio(self, samples: np.ndarray, start: float) -> None:
-        if not len(self.buffer):
-            self.last_end = max(self.last_end, start)  # a new utterance: no word before its start
-        self.buffer.append(samples, start)
+        self.backlog.append(samples, start)
         self._complete = False
 
     def process(self) -> PolicyOutput:
+        """Decode the audio inserted since the last call: a backlog longer than ``MAX_STEP_SECONDS``
+        (a fast upload, a server behind) goes in steps, as it would have in real time, since one
+        decode sees at most 30 s."""
+        committed: list[Word] = []
+        while True:
+            self._take_backlog(MAX_STEP_SECONDS)
+            output = self._process_step()
+            committed += output.committed
+            if not self.backlog:
+                return PolicyOutput(tuple(committed), output.tentative)
+
+    def _process_step(self) -> PolicyOutput:
         if not self.buffer.take_pending():
             return PolicyOutput((), self.tentative)
         committed = self._trim()
-        if self.buffered_seconds < max(self.options.audio_min_len, FRAME_SECONDS):
+        if self.buffer.seconds < max(self.options.audio_min_len, FRAME_SECONDS):
             return PolicyOutput(tuple(committed), self.tentative)
         features, audio_frames = self._encode()
         if self.tokenizer is None and not self._detect_language(features, final=False):
@@ -451,6 +471,12 @@ class SimulStreamingPolicy(StreamingPolicy):
 
     def finish(self) -> PolicyOutput:
         committed: list[Word] = []
+        # The last step is decoded whole (no AlignAtt stop), if it fits the window with the buffer.
+        while self.backlog and (self.backlog.seconds > MAX_STEP_SECONDS
+                                or self.buffer.seconds + self.backlog.seconds > self.max_seconds):
+            self._take_backlog(MAX_STEP_SECONDS)
+            committed += self._process_step().committed
+        self._take_backlog()
         for _ in range(MAX_FINISH_RESTARTS):
             if len(self.buffer) < SAMPLES_PER_FRAME or self._complete:
                 break
@@ -509,6 +535,13 @@ class SimulStreamingPolicy(StreamingPolicy):
         return words
 
     # -- audio ------------------------------------------------------------------------------------
+    def _take_backlog(self, seconds: float = math.inf) -> None:
+        """Move up to ``seconds`` of inserted audio into the decoder's buffer."""
+        for samples, start in self.backlog.take(seconds):
+            if not len(self.buffer):
+                self.last_end = max(self.last_end, start)  # a new utterance: no word before its start
+            self.buffer.append(samples, start)
+
     def _encode(self) -> tuple[Tensor, int]:
         """Encoder states of the buffer plus its zero tail, and how many frames hold real audio."""
         import torch
@@ -526,7 +559,7 @@ class SimulStreamingPolicy(StreamingPolicy):
 
     def _trim(self) -> list[Word]:
         """Past ``audio_max_len``, cut the audio of words already output; their tokens become context."""
-        if self.buffered_seconds <= self.max_seconds:
+        if self.buffer.seconds <= self.max_seconds:
             return []
         words: list[Word] = []
         if self.emitted:
@@ -537,7 +570,7 @@ class SimulStreamingPolicy(StreamingPolicy):
                 cut = max(cut, self.prefix[self.emitted].frame - round(WORD_START_PAD / FRAME_SECONDS))
             self._to_context(self.prefix[: self.emitted])
             self.prefix, self.emitted = self.prefix[self.emitted :], 0
-        elif self.buffered_seconds > MAX_BUFFER_SECONDS:
+        elif self.buffer.seconds > MAX_BUFFER_SECONDS:
             # No word boundary in 29 s: output what there is and keep the most recent audio.
             words = self._emit(final=True)
             last = max((t.frame for t in self.prefix), default=-1)
@@ -571,7 +604,7 @@ class SimulStreamingPolicy(StreamingPolicy):
         """
         import torch
 
-        if not final and self.buffered_seconds < LANGUAGE_DETECTION_SECONDS:
+        if not final and self.buffer.seconds < LANGUAGE_DETECTION_SECONDS:
             return False
         first = self.shared.tokenizer("en", self.options.task)
         # Whisper's vocabulary puts the language tokens right after <|startoftranscript|>.
@@ -580,7 +613,7 @@ class SimulStreamingPolicy(StreamingPolicy):
         with torch.inference_mode():
             logits = self.model.logits(torch.tensor([[first.sot]]), self.model.new_cache(features))[0, -1]
         probability, best = logits[lang_ids].softmax(-1).max(-1)
-        if not final and probability < LANGUAGE_CONFIDENCE and self.buffered_seconds < LANGUAGE_MAX_WAIT:
+        if not final and probability < LANGUAGE_CONFIDENCE and self.buffer.seconds < LANGUAGE_MAX_WAIT:
             return False
         self.detected_language = first.tokenizer.id_to_token(lang_ids[int(best)])[2:-2]
         logger.info("detected language: %s (p=%.2f)", self.detected_language, probability)
@@ -644,7 +677,7 @@ class SimulStreamingPolicy(StreamingPolicy):
         assert tok is not None
         n_beams = opts.beams
         prompt, sot_index = self._prompt()
-        bound = MIN_TOKEN_BOUND + int(TOKENS_PER_SECOND * self.buffered_seconds) - len(self.prefix)
+        bound = MIN_TOKEN_BOUND + int(TOKENS_PER_SECOND * self.buffer.seconds) - len(self.prefix)
         limit = min(bound, model.dims.n_text_ctx - len(prompt))
         suppress, suppress_begin = self._suppressed()
         with torch.inference_mode():
@@ -716,6 +749,8 @@ class SimulStreamingPolicy(StreamingPolicy):
         if tokens and no_speech > NO_SPEECH_THRESHOLD and result.score / len(tokens) < LOGPROB_THRESHOLD:
             logger.debug("no speech (p=%.2f): %r dropped", no_speech, tok.decode([t.id for t in tokens]))
             return [], "eot" if result.ended else reason
+        if result is stopped and reason in ("rewind", "loop"):
+            tokens = self._drop_unsure_tail(tokens)
         if result is stopped and stop_state is not None and opts.preview_tokens:
             self.preview = self._preview(cache, stop_state, result, audio_frames)
         return tokens, "eot" if result.ended else reason
@@ -843,6 +878,15 @@ class SimulStreamingPolicy(StreamingPolicy):
                 break
             kept += len(word)
         return tokens[:kept], tokens[kept:]
+
+    def _drop_unsure_tail(self, tokens: list[_Token]) -> list[_Token]:
+        """A decode stopped on a loop or a rewind had begun to re-read: unsure words at its end are
+        where the loop began (jfk decoded whole ended "for your country you", p 0.15)."""
+        words = self._words(tokens)
+        while words and min((t.logprob for t in words[-1] if self._is_word(t.id)), default=0.0) < math.log(
+                COMMIT_MIN_PROBABILITY):
+            tokens = tokens[: len(tokens) - len(words.pop())]
+        return tokens
 
     def _emit(self, final: bool) -> list[Word]:
         """Output the committed words that are complete (the next word has begun, or ``final``)."""
