@@ -871,10 +871,7 @@ class SimulStreamingPolicy(StreamingPolicy):
         recent = audio_frames - round(UNSURE_WAIT_SECONDS / FRAME_SECONDS)
         kept = 0
         for word in self._words(tokens):
-            # Punctuation does not count: an unsure comma or full stop changes no word.
-            unsure = min((t.logprob for t in word if self._is_word(t.id)), default=0.0) < math.log(
-                COMMIT_MIN_PROBABILITY)
-            if unsure and max(t.frame for t in word) >= recent:
+            if self._unsure(word) and max(t.frame for t in word) >= recent:
                 break
             kept += len(word)
         return tokens[:kept], tokens[kept:]
@@ -883,10 +880,15 @@ class SimulStreamingPolicy(StreamingPolicy):
         """A decode stopped on a loop or a rewind had begun to re-read: unsure words at its end are
         where the loop began (jfk decoded whole ended "for your country you", p 0.15)."""
         words = self._words(tokens)
-        while words and min((t.logprob for t in words[-1] if self._is_word(t.id)), default=0.0) < math.log(
-                COMMIT_MIN_PROBABILITY):
+        while words and self._unsure(words[-1]):
             tokens = tokens[: len(tokens) - len(words.pop())]
         return tokens
+
+    def _unsure(self, word: Sequence[_Token]) -> bool:
+        """A token of the word is below ``COMMIT_MIN_PROBABILITY``; punctuation does not count (an
+        unsure comma or full stop changes no word)."""
+        lowest = min((t.logprob for t in word if self._is_word(t.id)), default=0.0)
+        return lowest < math.log(COMMIT_MIN_PROBABILITY)
 
     def _emit(self, final: bool) -> list[Word]:
         """Output the committed words that are complete (the next word has begun, or ``final``)."""
